@@ -1,0 +1,83 @@
+"""The three policy protocols the controller consults."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple, Protocol
+
+from control.model import Actor, Worker
+
+
+class SnapshotLocator(Protocol):
+    """Answers which nodes' local caches hold an actor's current snapshot."""
+
+    def nodes_holding(self, actor: Actor) -> Sequence[str]:
+        """Nodes caching ``actor``'s current snapshot version, most recent first."""
+        ...
+
+
+class PlacementPolicy(Protocol):
+    """Owns the pool of free workers and picks one for an actor that needs a worker.
+
+    The controller calls :meth:`add` when a worker becomes free, :meth:`discard` when a
+    free worker leaves, and :meth:`choose` (which removes the chosen worker from the
+    pool) when an actor must be activated. Keeping the pool inside the policy lets
+    each policy keep the index it needs (a list for random, an LRU order, per-node
+    pools), so a choice costs O(1) even with thousands of workers.
+    """
+
+    def add(self, worker: Worker) -> None:
+        """``worker`` became free."""
+        ...
+
+    def discard(self, worker: Worker) -> None:
+        """Remove a free ``worker`` from the pool (it is leaving the cluster)."""
+        ...
+
+    def choose(self, actor: Actor, snapshots: SnapshotLocator) -> Worker | None:
+        """Take a free worker for ``actor`` out of the pool; None when none is free."""
+        ...
+
+    def __len__(self) -> int:
+        """Number of free workers."""
+        ...
+
+
+class SuspensionPolicy(Protocol):
+    """Decides when an idle running actor is checkpointed, and whom to evict."""
+
+    def suspend_at(self, actor: Actor, now: float) -> float | None:
+        """When ``actor``, idle since ``now``, should be suspended; None keeps it warm."""
+        ...
+
+    def choose_victim(self, idle: Iterable[Actor]) -> Actor | None:
+        """An actor to suspend to free a worker, from idle actors in LRU order."""
+        ...
+
+
+class Refuse(NamedTuple):
+    """Admission answer: end the request now with ``status``."""
+
+    status: int
+    reason: str
+
+
+class Wait(NamedTuple):
+    """Admission answer: wait for a worker until ``deadline`` (None: router timeout only).
+
+    With ``evict`` the controller also suspends idle actors to make room.
+    """
+
+    deadline: float | None
+    evict: bool
+
+
+AdmissionDecision = Refuse | Wait
+
+
+class AdmissionPolicy(Protocol):
+    """Decides what happens to a request whose actor needs a worker when none is free."""
+
+    def admit(self, actor: Actor, now: float) -> AdmissionDecision:
+        """Refuse the request, or let it wait (optionally evicting idle actors)."""
+        ...

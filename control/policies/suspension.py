@@ -1,0 +1,48 @@
+"""Suspension policies: when an idle actor gives its worker back."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from control.model import Actor
+
+
+def _least_recently_used(idle: Iterable[Actor]) -> Actor | None:
+    return next(iter(idle), None)
+
+
+class AfterEachRequest:
+    """Suspend as soon as the actor has no request in flight (Agent Executor's default)."""
+
+    def suspend_at(self, actor: Actor, now: float) -> float | None:
+        return now
+
+    def choose_victim(self, idle: Iterable[Actor]) -> Actor | None:
+        return _least_recently_used(idle)
+
+
+class IdleTimeout:
+    """Suspend an actor after ``ttl_s`` seconds without requests (a TTL; Substrate #424)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        if not (isinstance(ttl_s, int | float) and math.isfinite(ttl_s) and ttl_s >= 0):
+            raise ValueError(f"ttl_s: must be a finite number >= 0 (got {ttl_s!r})")
+        self.ttl_s = float(ttl_s)
+
+    def suspend_at(self, actor: Actor, now: float) -> float | None:
+        return now + self.ttl_s
+
+    def choose_victim(self, idle: Iterable[Actor]) -> Actor | None:
+        return _least_recently_used(idle)
+
+
+class Lazy:
+    """Keep idle actors warm; suspend the least recently used one only when a worker is
+    needed (Substrate #707). Pair it with the evict-then-wait admission policy."""
+
+    def suspend_at(self, actor: Actor, now: float) -> float | None:
+        return None
+
+    def choose_victim(self, idle: Iterable[Actor]) -> Actor | None:
+        return _least_recently_used(idle)
