@@ -1,0 +1,1 @@
+"""Hydra entry points, the experiment runner and report writing."""

@@ -1,0 +1,215 @@
+"""Turn a composed Hydra config into a validated, ready-to-run :class:`RunSpec`.
+
+Everything that can be wrong with a config is found here, before a run starts, and
+reported as a :class:`ConfigError` that names the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from control.controller import Controller
+from control.policies import EvictThenWait, Lazy
+from sim.latency import LatencyModel, latency_from_config
+from workloads.base import Workload
+from workloads.bursty import BurstyWorkload
+
+BACKENDS = ("sim",)
+WORKLOADS: dict[str, Callable[[Mapping[str, Any], Path], Workload]] = {
+    "bursty": BurstyWorkload.from_config,
+}
+POLICY_METHODS = {
+    "placement": ("add", "discard", "choose", "__len__"),
+    "suspension": ("suspend_at", "choose_victim"),
+    "admission": ("admit",),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A validated run: everything the simulator (or a backend) needs."""
+
+    experiment: str
+    question: str
+    backend: str
+    seed: int
+    duration_s: float
+    workers: int
+    nodes: int
+    workload: Workload
+    latency: LatencyModel
+    choices: dict[str, str]  # Hydra group -> chosen option, e.g. latency -> gvisor_local
+    policy_names: dict[str, str]
+    router_timeout_s: float
+    resume_on_every_request: bool
+    sample_interval_s: float
+    progress: bool | None  # None: only when stderr is a terminal
+    config: dict[str, Any]
+    warnings: tuple[str, ...]
+    _policy_cfg: dict[str, Any]
+
+    def make_controller(self) -> Controller:
+        """A fresh controller with fresh policy instances (policies keep state)."""
+        policies = {k: instantiate(v) for k, v in self._policy_cfg.items()}
+        return Controller(
+            policies["placement"],
+            policies["suspension"],
+            policies["admission"],
+            router_timeout_s=self.router_timeout_s,
+        )
+
+
+def _int(cfg: Mapping[str, Any], key: str, field: str, minimum: int) -> int:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{field}: must be an integer >= {minimum} (got {value!r})")
+    return value
+
+
+def _float(cfg: Mapping[str, Any], key: str, field: str) -> float:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{field}: must be a finite number (got {value!r})")
+    if value <= 0:
+        raise ConfigError(f"{field}: must be > 0 (got {value!r})")
+    return float(value)
+
+
+def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = cfg.get(key)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: missing config section")
+    return value
+
+
+def _policy(kind: str, cfg: Any) -> tuple[str, Any]:
+    field = f"policy.{kind}"
+    if not isinstance(cfg, Mapping) or "_target_" not in cfg:
+        raise ConfigError(f"{field}: needs a _target_ (choose with policy/{kind}=NAME)")
+    try:
+        policy = instantiate(cfg)
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise ConfigError(f"{field}: {cause}") from None
+    missing = [m for m in POLICY_METHODS[kind] if not hasattr(policy, m)]
+    if missing:
+        raise ConfigError(f"{field}: {cfg['_target_']} is not a {kind} policy (lacks {missing})")
+    return type(policy).__name__, policy
+
+
+def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> RunSpec:
+    """Validate ``cfg`` and build the run. Relative file paths resolve against ``base_dir``."""
+    base_dir = base_dir or Path.cwd()
+    choices = _choices(cfg)
+    if isinstance(cfg, DictConfig):
+        # Resolve the run's own keys only: Hydra's node has interpolations that resolve
+        # only inside a running Hydra app (e.g. hydra.job.num).
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        try:
+            raw = OmegaConf.to_container(cfg, resolve=True)
+        except Exception as e:  # an interpolation that cannot resolve, e.g. ${missing}
+            raise ConfigError(str(e)) from None
+    else:
+        raw = {k: v for k, v in cfg.items() if k != "hydra"}
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a mapping")
+
+    backend = _section(raw, "backend")
+    backend_name = backend.get("name")
+    if backend_name not in BACKENDS:
+        raise ConfigError(f"backend.name: unknown {backend_name!r}; allowed: {', '.join(BACKENDS)}")
+    progress = backend.get("progress", "auto")
+    if progress not in ("auto", True, False):
+        raise ConfigError(f"backend.progress: must be auto, true or false (got {progress!r})")
+
+    seed = _int(raw, "seed", "seed", 0)
+    duration_s = _float(raw, "duration_s", "duration_s")
+    cluster = _section(raw, "cluster")
+    workers = _int(cluster, "workers", "cluster.workers", 1)
+    nodes = _int(cluster, "nodes", "cluster.nodes", 1)
+    if nodes > workers:
+        raise ConfigError(f"cluster.nodes: must be <= cluster.workers={workers} (got {nodes})")
+
+    router = _section(raw, "router")
+    timeout_s = _float(router, "timeout_s", "router.timeout_s")
+    every = router.get("resume_on_every_request")
+    if not isinstance(every, bool):
+        raise ConfigError(f"router.resume_on_every_request: must be true or false (got {every!r})")
+
+    policy = _section(raw, "policy")
+    unknown = set(policy) - set(POLICY_METHODS)
+    if unknown:
+        raise ConfigError(f"policy: unknown {sorted(unknown)}; allowed: {sorted(POLICY_METHODS)}")
+    names, instances = {}, {}
+    for kind in POLICY_METHODS:
+        if kind not in policy:
+            raise ConfigError(f"policy.{kind}: missing (choose with policy/{kind}=NAME)")
+        names[kind], instances[kind] = _policy(kind, policy[kind])
+    warnings = []
+    if isinstance(instances["suspension"], Lazy) and not isinstance(
+        instances["admission"], EvictThenWait
+    ):
+        warnings.append(
+            "policy/suspension=lazy never frees a worker by itself; with "
+            f"{names['admission']} the first actors keep every worker and the rest wait or "
+            "fail. Pair it with policy/admission=evict_wait."
+        )
+
+    workload_cfg = _section(raw, "workload")
+    kind = workload_cfg.get("kind")
+    if kind not in WORKLOADS:
+        raise ConfigError(f"workload.kind: unknown {kind!r}; allowed: {', '.join(WORKLOADS)}")
+    try:
+        workload = WORKLOADS[kind](workload_cfg, base_dir)
+        latency = latency_from_config(_section(raw, "latency"), "latency", base_dir)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+    sample_interval_s = _float(backend, "sample_interval_s", "backend.sample_interval_s")
+    return RunSpec(
+        experiment=str(raw.get("experiment", "adhoc")),
+        question=str(raw.get("question", "")),
+        backend=str(backend_name),
+        seed=seed,
+        duration_s=duration_s,
+        workers=workers,
+        nodes=nodes,
+        workload=workload,
+        latency=latency,
+        choices=choices,
+        policy_names=names,
+        router_timeout_s=timeout_s,
+        resume_on_every_request=every,
+        sample_interval_s=sample_interval_s,
+        progress=None if progress == "auto" else bool(progress),
+        config=raw,
+        warnings=tuple(warnings),
+        _policy_cfg={k: policy[k] for k in POLICY_METHODS},
+    )
+
+
+def _choices(cfg: Any) -> dict[str, str]:
+    """Which option each config group took, from the composed ``hydra`` node or the
+    running Hydra app (empty when neither is available, e.g. a hand-built mapping)."""
+    hydra_node = cfg.get("hydra") if isinstance(cfg, Mapping | DictConfig) else None
+    found: Any = None
+    if hydra_node is not None:
+        found = hydra_node.get("runtime", {}).get("choices")
+    if found is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            found = HydraConfig.get().runtime.choices
+    return {str(k): str(v) for k, v in (found or {}).items() if v is not None}

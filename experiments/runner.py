@@ -1,0 +1,76 @@
+"""Run a validated :class:`RunSpec` and summarise it. Usable without Hydra (notebooks)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from control.metrics import summarize
+from experiments.build import RunSpec
+from sim.engine import RunResult, Simulation
+
+
+@dataclass
+class RunOutput:
+    """The summary (``summary.json``) and the records of one run."""
+
+    summary: dict[str, Any]
+    result: RunResult
+
+
+def simulate(spec: RunSpec) -> RunOutput:
+    """Simulate ``spec`` and summarise it; shows a progress bar if asked or on a terminal."""
+    show = sys.stderr.isatty() if spec.progress is None else spec.progress
+    bar = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=round(spec.duration_s),
+            unit="sim-s",
+            desc=f"{spec.experiment}",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+    def progress(t: float) -> None:
+        assert bar is not None
+        bar.n = min(round(t), bar.total)
+        bar.refresh()
+
+    started = time.perf_counter()
+    sim = Simulation(
+        spec.make_controller(),
+        spec.workload,
+        spec.latency,
+        workers=spec.workers,
+        nodes=spec.nodes,
+        duration_s=spec.duration_s,
+        seed=spec.seed,
+        resume_on_every_request=spec.resume_on_every_request,
+        sample_interval_s=spec.sample_interval_s,
+        progress=progress if bar is not None else None,
+    )
+    try:
+        result = sim.run()
+    finally:
+        if bar is not None:
+            bar.close()
+    wall_s = time.perf_counter() - started
+    summary = summarize(
+        result.requests,
+        result.activations,
+        experiment=spec.experiment,
+        backend=spec.backend,
+        seed=spec.seed,
+        actors=result.actors,
+        workers=result.workers,
+        duration_s=result.duration_s,
+        worker_utilization=result.worker_utilization,
+        control_plane_calls=result.control_plane_calls,
+        events=result.events,
+        wall_s=round(wall_s, 3),
+    )
+    return RunOutput(summary, result)

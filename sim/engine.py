@@ -1,0 +1,418 @@
+"""The simulator: drives the pure controller in SimPy virtual time.
+
+One process plays the workload's arrivals; the controller decides; this module
+carries out its commands with modeled latencies:
+
+* a request reaches the router, calls the control plane (always, like Substrate,
+  or only when its actor is not running), then is handed to the controller;
+* ``Restore``: download the snapshot unless the node caches it, restore it on the
+  node's shared CPU, wait for readiness, report ``ActivationFinished``;
+* ``Checkpoint``: a control-plane call, checkpoint on the node's CPU, cache it
+  locally, upload it, report ``CheckpointFinished``;
+* ``Forward``: the actor serves the request for its service time;
+* ``SetTimer``: a SimPy timeout.
+
+Idle actors are records in the controller and slots in the workload's arrays; no
+SimPy process exists per actor, only per activation or checkpoint in progress.
+The run lasts ``duration_s`` of arrivals, then drains until every request has
+ended (the router timeout bounds that).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import simpy
+
+from control.controller import Controller
+from control.messages import (
+    ActivationFinished,
+    ActorCreated,
+    Checkpoint,
+    CheckpointFinished,
+    Event,
+    Forward,
+    Reject,
+    RequestArrived,
+    RequestFinished,
+    Restore,
+    RetireWorker,
+    SetTimer,
+    SnapshotCached,
+    SnapshotEvicted,
+    Timer,
+    TimerFired,
+    WorkerAdded,
+)
+from control.metrics import (
+    ACTIVATION_COLUMNS,
+    CHECKPOINT_COLUMNS,
+    OUTCOMES,
+    SAMPLE_COLUMNS,
+)
+from control.model import ActorState
+from sim.distributions import Sampler
+from sim.latency import LatencyModel
+from sim.resources import ByteLru, FluidShare, ServerPool
+from workloads.base import Workload
+
+Table = dict[str, np.ndarray]
+_OPEN = -1
+_OK, _REJECTED, _TIMEOUT = (OUTCOMES.index(o) for o in ("ok", "rejected", "timeout"))
+
+
+@dataclass
+class RunResult:
+    """What one run produced: the four tables and the totals the summary needs."""
+
+    requests: Table
+    activations: Table
+    checkpoints: Table
+    samples: Table
+    actors: int
+    workers: int
+    duration_s: float
+    worker_utilization: float
+    control_plane_calls: int
+    events: int
+
+
+class _Node:
+    __slots__ = ("cache", "cpu", "id", "link")
+
+    def __init__(self, env: simpy.Environment, node_id: str, latency: LatencyModel) -> None:
+        self.id = node_id
+        self.cpu = FluidShare(env, latency.cpu_parallelism, per_job_cap=1.0)
+        self.link = FluidShare(env, latency.link_bytes_per_s)
+        self.cache = ByteLru(latency.cache_bytes)
+
+
+class _RequestLog:
+    """Per-request columns in compact arrays, indexed by request id."""
+
+    def __init__(self) -> None:
+        self.arrival = array("d")
+        self.actor = array("q")
+        self.service = array("d")
+        self.cp = array("d")
+        self.queue = array("d")
+        self.activation = array("d")
+        self.total = array("d")
+        self.outcome = array("b")
+        self.status = array("h")
+        self.activated = array("b")
+
+    def add(self, now: float, actor: int, service: float) -> int:
+        rid = len(self.arrival)
+        self.arrival.append(now)
+        self.actor.append(actor)
+        self.service.append(service)
+        for col in (self.cp, self.queue, self.activation, self.total):
+            col.append(0.0)
+        self.outcome.append(_OPEN)
+        self.status.append(0)
+        self.activated.append(0)
+        return rid
+
+
+class Simulation:
+    """One simulated run of a controller under a workload on a modeled cluster.
+
+    ``workers`` are spread round-robin over ``nodes`` (ids ``w0..``, ``n0..``). With
+    ``resume_on_every_request`` the router calls the control plane for every request
+    (Agent Substrate); otherwise only for actors that are not running. ``progress``,
+    if given, is called with the simulated time at every sample.
+    """
+
+    def __init__(
+        self,
+        controller: Controller,
+        workload: Workload,
+        latency: LatencyModel,
+        *,
+        workers: int,
+        nodes: int,
+        duration_s: float,
+        seed: int,
+        resume_on_every_request: bool = False,
+        sample_interval_s: float = 1.0,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers: must be >= 1 (got {workers})")
+        if not 1 <= nodes <= workers:
+            raise ValueError(f"nodes: must be between 1 and workers={workers} (got {nodes})")
+        if not duration_s > 0:
+            raise ValueError(f"duration_s: must be > 0 (got {duration_s})")
+        if not sample_interval_s > 0:
+            raise ValueError(f"sample_interval_s: must be > 0 (got {sample_interval_s})")
+        self.env = simpy.Environment()
+        self.controller = controller
+        self.workload = workload
+        self.latency = latency
+        self.workers = workers
+        self.duration_s = float(duration_s)
+        self.seed = seed
+        self.resume_on_every_request = resume_on_every_request
+        self.sample_interval_s = sample_interval_s
+        self._progress = progress
+
+        # One independent stream per latency component: changing how often one is
+        # drawn does not shift the others.
+        streams = np.random.SeedSequence([seed, 0x4C4154]).spawn(6)  # tag "LAT"
+
+        def sampler(dist: Any, stream: np.random.SeedSequence) -> Sampler:
+            return Sampler(dist, np.random.default_rng(stream))
+
+        self._restore_fixed = sampler(latency.restore_fixed, streams[0])
+        self._ready = sampler(latency.restore_ready, streams[1])
+        self._checkpoint_fixed = sampler(latency.checkpoint_fixed, streams[2])
+        self._cold_start = sampler(latency.cold_start, streams[3])
+        self._first_byte = sampler(latency.transfer_first_byte, streams[4])
+        self.cp = ServerPool(self.env, latency.cp_servers, sampler(latency.cp_service, streams[5]))
+        self._nodes = {f"n{i}": _Node(self.env, f"n{i}", latency) for i in range(nodes)}
+        self._worker_node = {f"w{i}": f"n{i % nodes}" for i in range(workers)}
+
+        self._ids = [workload.actor_id(i) for i in range(workload.actors)]
+        self._log = _RequestLog()
+        self._activations: list[tuple[Any, ...]] = []
+        self._checkpoints: list[tuple[Any, ...]] = []
+        self._samples: list[tuple[float | int, ...]] = []
+        self._last_cp: dict[str, float] = {}  # actor -> control-plane time of its last request
+        self._stored: dict[str, int] = {}  # actor -> bytes in the object store
+        self._stored_bytes = 0
+        self._open = 0
+        self._arrivals_done = False
+        self._done = self.env.event()
+        self._end_snapshot: tuple[float, int] | None = None
+        self._exec: dict[type, Callable[[Any], object]] = {
+            Forward: self._do_forward,
+            Reject: self._do_reject,
+            SetTimer: self._do_set_timer,
+            Restore: lambda cmd: self.env.process(self._do_restore(cmd)),
+            Checkpoint: lambda cmd: self.env.process(self._do_checkpoint(cmd)),
+            RetireWorker: lambda cmd: None,
+        }
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> RunResult:
+        """Run to the end of the arrivals, drain, and return the records."""
+        for worker, node in self._worker_node.items():
+            self._dispatch(WorkerAdded(worker, node))
+        for i, actor in enumerate(self._ids):
+            self._dispatch(
+                ActorCreated(actor, self.workload.template, self.workload.snapshot_bytes(i))
+            )
+        self.env.process(self._arrivals())
+        self.env.process(self._sampler())
+        self.env.run(until=self._done)
+        if self._open:
+            raise RuntimeError(f"{self._open} requests never ended")  # pragma: no cover
+        assert self._end_snapshot is not None
+        occupied_s, cp_calls = self._end_snapshot
+        return RunResult(
+            requests=self._request_table(),
+            activations=_table(ACTIVATION_COLUMNS, self._activations),
+            checkpoints=_table(CHECKPOINT_COLUMNS, self._checkpoints),
+            samples=_table(SAMPLE_COLUMNS, self._samples),
+            actors=self.workload.actors,
+            workers=self.workers,
+            duration_s=self.duration_s,
+            worker_utilization=occupied_s / (self.workers * self.duration_s),
+            control_plane_calls=cp_calls,
+            events=self.controller.stats.events,
+        )
+
+    def _dispatch(self, event: Event) -> None:
+        for cmd in self.controller.handle(event, self.env.now):
+            self._exec[type(cmd)](cmd)
+
+    def _arrivals(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        for batch in self.workload.arrivals(self.duration_s, self.seed):
+            for t, actor, service in zip(
+                batch.times.tolist(), batch.actors.tolist(), batch.service_s.tolist(), strict=True
+            ):
+                if t > env.now:
+                    yield env.timeout(t - env.now)
+                self._arrive(actor, service)
+        if env.now < self.duration_s:
+            yield env.timeout(self.duration_s - env.now)
+        self._end_snapshot = (
+            self.controller.occupied_worker_seconds(env.now),
+            self.cp.calls,
+        )
+        self._arrivals_done = True
+        self._check_done()
+
+    def _sampler(self) -> Generator[simpy.Event, Any, None]:
+        while True:
+            self._sample()
+            if self._progress is not None:
+                self._progress(self.env.now)
+            yield self.env.timeout(self.sample_interval_s)
+
+    def _check_done(self) -> None:
+        if self._arrivals_done and self._open == 0 and not self._done.triggered:
+            self._done.succeed()
+
+    # ------------------------------------------------------------ requests
+
+    def _arrive(self, actor_index: int, service: float) -> None:
+        rid = self._log.add(self.env.now, actor_index, service)
+        self._open += 1
+        actor = self._ids[actor_index]
+        if self.resume_on_every_request or not self.controller.is_running(actor):
+            self.cp.call().callbacks.append(lambda _ev: self._deliver(rid, actor))
+        else:
+            self._deliver(rid, actor)
+
+    def _deliver(self, rid: int, actor: str) -> None:
+        arrived = self._log.arrival[rid]
+        cp_s = self.env.now - arrived
+        self._log.cp[rid] = cp_s
+        self._last_cp[actor] = cp_s
+        self._dispatch(RequestArrived(rid, actor, arrived))
+
+    def _do_forward(self, cmd: Forward) -> None:
+        log, rid = self._log, cmd.request
+        log.queue[rid] = cmd.queue_s
+        log.activation[rid] = cmd.activation_s
+        log.activated[rid] = cmd.activated
+        self.env.timeout(log.service[rid]).callbacks.append(lambda _ev: self._finish(rid))
+
+    def _finish(self, rid: int) -> None:
+        self._end(rid, _OK, 200)
+        self._dispatch(RequestFinished(rid))
+        self._check_done()
+
+    def _do_reject(self, cmd: Reject) -> None:
+        self._end(cmd.request, _TIMEOUT if cmd.outcome == "timeout" else _REJECTED, cmd.status)
+        self._check_done()
+
+    def _end(self, rid: int, outcome: int, status: int) -> None:
+        log = self._log
+        if log.outcome[rid] != _OPEN:
+            raise RuntimeError(f"request {rid} ended twice")
+        log.outcome[rid] = outcome
+        log.status[rid] = status
+        log.total[rid] = self.env.now - log.arrival[rid]
+        self._open -= 1
+
+    def _do_set_timer(self, cmd: SetTimer) -> None:
+        timer: Timer = cmd.timer
+        delay = max(0.0, cmd.at - self.env.now)
+        self.env.timeout(delay).callbacks.append(lambda _ev: self._dispatch(TimerFired(timer)))
+
+    # ------------------------------------------------------------ lifecycle work
+
+    def _do_restore(self, cmd: Restore) -> Generator[simpy.Event, Any, None]:
+        env, node = self.env, self._nodes[cmd.node]
+        start = env.now
+        cache_hit = False
+        if not cmd.cold:
+            if node.cache.hit(cmd.actor, cmd.version):
+                cache_hit = True
+            else:
+                yield from self._transfer(node, cmd.snapshot_bytes)
+                self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
+        download_s = env.now - start
+        restored_from = env.now
+        if cmd.cold:
+            work = self._cold_start()
+        else:
+            work = self.latency.restore_work(self._restore_fixed(), cmd.snapshot_bytes)
+        yield node.cpu.run(work)
+        ready = self._ready()
+        if ready > 0:
+            yield env.timeout(ready)
+        restore_s = env.now - restored_from
+        cp_s = self._last_cp.get(cmd.actor, 0.0)
+        self._activations.append(
+            (cmd.actor, cmd.worker, cmd.node, start, cmd.cold, cache_hit, cmd.snapshot_bytes,
+             cp_s, download_s, restore_s, cp_s + download_s + restore_s)
+        )  # fmt: skip
+        self._dispatch(ActivationFinished(cmd.actor, cmd.worker))
+
+    def _do_checkpoint(self, cmd: Checkpoint) -> Generator[simpy.Event, Any, None]:
+        env, node = self.env, self._nodes[cmd.node]
+        start = env.now
+        yield self.cp.call()  # the Suspend call: lock, mark SUSPENDING
+        checkpoint_from = env.now
+        yield node.cpu.run(
+            self.latency.checkpoint_work(self._checkpoint_fixed(), cmd.snapshot_bytes)
+        )
+        upload_from = env.now
+        self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
+        yield from self._transfer(node, cmd.snapshot_bytes)
+        self._stored_bytes += cmd.snapshot_bytes - self._stored.get(cmd.actor, 0)
+        self._stored[cmd.actor] = cmd.snapshot_bytes
+        self._checkpoints.append(
+            (cmd.actor, cmd.worker, cmd.node, start, cmd.snapshot_bytes, checkpoint_from - start,
+             upload_from - checkpoint_from, env.now - upload_from, env.now - start)
+        )  # fmt: skip
+        self._dispatch(CheckpointFinished(cmd.actor, cmd.worker))
+
+    def _transfer(self, node: _Node, size: int) -> Generator[simpy.Event, Any, None]:
+        first_byte = self._first_byte()
+        if first_byte > 0:
+            yield self.env.timeout(first_byte)
+        yield node.link.run(size)
+
+    def _cache_put(self, node: _Node, actor: str, version: int, size: int) -> None:
+        stored, evicted = node.cache.put(actor, version, size)
+        for old_actor, old_version in evicted:
+            self._dispatch(SnapshotEvicted(old_actor, node.id, old_version))
+        if stored:
+            self._dispatch(SnapshotCached(actor, node.id, version))
+
+    # ------------------------------------------------------------ records
+
+    def _sample(self) -> None:
+        ctl, counts = self.controller, self.controller.state_counts()
+        self._samples.append(
+            (
+                self.env.now,
+                len(ctl.workers()),
+                ctl.occupied_workers,
+                counts[ActorState.SUSPENDED],
+                counts[ActorState.RESUMING],
+                counts[ActorState.RUNNING],
+                counts[ActorState.SUSPENDING],
+                ctl.waiting_actors,
+                self._open,
+                self.cp.queue_length,
+                self.cp.busy,
+                self._stored_bytes,
+                sum(n.cache.used for n in self._nodes.values()),
+                sum(n.link.throughput for n in self._nodes.values()),
+            )
+        )
+
+    def _request_table(self) -> Table:
+        log = self._log
+        actor_index = np.frombuffer(log.actor, dtype=np.int64)
+        return {
+            "request": np.arange(len(log.arrival), dtype=np.int64),
+            "actor": np.asarray(self._ids, dtype=object)[actor_index],
+            "arrival_s": np.frombuffer(log.arrival, dtype=np.float64),
+            "outcome": np.asarray(OUTCOMES, dtype=object)[np.frombuffer(log.outcome, np.int8)],
+            "status": np.frombuffer(log.status, dtype=np.int16),
+            "activated": np.frombuffer(log.activated, dtype=np.int8).astype(bool),
+            "control_plane_s": np.frombuffer(log.cp, dtype=np.float64),
+            "queue_s": np.frombuffer(log.queue, dtype=np.float64),
+            "activation_s": np.frombuffer(log.activation, dtype=np.float64),
+            "service_s": np.frombuffer(log.service, dtype=np.float64),
+            "total_s": np.frombuffer(log.total, dtype=np.float64),
+        }
+
+
+def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:
+    if not rows:
+        return {c: np.empty(0) for c in columns}
+    return {c: np.asarray(v) for c, v in zip(columns, zip(*rows, strict=True), strict=True)}

@@ -1,0 +1,212 @@
+"""The simulator end to end: conservation, latency/resource models, baselines."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from control.controller import Controller
+from control.policies import (
+    AfterEachRequest,
+    FailFast,
+    IdleTimeout,
+    LruPlacement,
+    QueueWithDeadline,
+    RandomPlacement,
+    SnapshotLocalityPlacement,
+)
+from experiments.build import build
+from experiments.runner import simulate
+from sim.engine import Simulation
+from sim.latency import latency_from_config
+from workloads.schedule import ScheduledWorkload
+
+
+def fixed(value):
+    return {"kind": "fixed", "value": value}
+
+
+# Deterministic latencies so the tests can reason about exact numbers.
+LATENCY = {
+    "restore": {"fixed": fixed(0.3), "mib_per_s": 1000, "ready": fixed(0.0)},
+    "checkpoint": {"fixed": fixed(0.1), "mib_per_s": 1000},
+    "cold_start": fixed(0.5),
+    "transfer": {"first_byte": fixed(0.0)},
+    "node": {"cpu_parallelism": 2.0, "link_mib_per_s": 100, "cache_mib": 0},
+    "control_plane": {"servers": 4, "service": fixed(0.0)},
+}
+
+
+def latency(**changes):
+    cfg = copy.deepcopy(LATENCY)
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return latency_from_config(cfg)
+
+
+def run(workload, lat, *, workers=8, nodes=1, duration=60.0, policies=None, **kw):
+    placement, suspension, admission = policies or (
+        LruPlacement(),
+        AfterEachRequest(),
+        FailFast(),
+    )
+    ctl = Controller(placement, suspension, admission, router_timeout_s=kw.pop("timeout", 5.0))
+    sim = Simulation(
+        ctl, workload, lat, workers=workers, nodes=nodes, duration_s=duration, seed=0, **kw
+    )
+    return sim.run()
+
+
+@pytest.mark.parametrize("preset", ["default", "substrate", "lazy"])
+def test_every_request_ends_once_and_latencies_add_up(compose_cfg, preset):
+    cfg = compose_cfg("experiment=oversub_250_on_8", f"policy={preset}", "duration_s=120")
+    out = simulate(build(cfg))
+    s, req = out.summary, out.result.requests
+    assert s["requests"] > 500
+    assert s["ok"] + s["rejected"] + s["timed_out"] == s["requests"]
+    status = dict(zip(req["outcome"], req["status"], strict=False))
+    ok = req["outcome"] == "ok"
+    assert set(req["status"][ok]) == {200}
+    assert set(req["status"][req["outcome"] == "timeout"]) <= {504}
+    parts = (req["control_plane_s"] + req["queue_s"] + req["activation_s"] + req["service_s"])[ok]
+    np.testing.assert_allclose(req["total_s"][ok], parts, atol=1e-9)
+    assert status  # outcomes were recorded
+
+
+def test_concurrent_restores_on_one_node_are_each_slower_than_one_alone():
+    # 8 actors start cold at t=0, are checkpointed, and restore together at t=10.
+    together = ScheduledWorkload([0.0] * 8 + [10.0] * 8, list(range(8)) * 2, 0.01)
+    alone = ScheduledWorkload([0.0, 10.0], [0, 0], 0.01, actor_count=8)
+    lat = latency(node__cache_mib=1000)
+    restores = run(together, lat).activations
+    single = run(alone, lat).activations
+    warm = ~restores["cold"]
+    assert warm.sum() == 8 and (~single["cold"]).sum() == 1
+    one = single["restore_s"][~single["cold"]][0]
+    assert one == pytest.approx(0.3 + 16 / 1000)  # fixed + size / rate
+    assert (restores["restore_s"][warm] > one).all()
+    assert restores["restore_s"][warm].max() == pytest.approx(8 / 2.0 * one)  # 2 CPUs shared
+
+
+def test_snapshot_downloads_share_the_node_link():
+    # No cache: every restore downloads its 16 MiB snapshot over a 100 MiB/s link.
+    together = ScheduledWorkload([0.0] * 4 + [10.0] * 4, list(range(4)) * 2, 0.01)
+    alone = ScheduledWorkload([0.0, 10.0], [0, 0], 0.01, actor_count=4)
+    lat = latency()
+    shared = run(together, lat).activations
+    single = run(alone, lat).activations
+    assert single["download_s"][~single["cold"]][0] == pytest.approx(0.16)
+    np.testing.assert_allclose(shared["download_s"][~shared["cold"]], 4 * 0.16)
+    assert not shared["cache_hit"].any()
+
+
+def test_control_plane_queue_adds_latency_when_saturated():
+    # Substrate's router calls Resume for every request: 40 requests at once on 1 server.
+    wl = ScheduledWorkload([0.0] + [5.0] * 40, [0] * 41, 0.01)
+    lat = latency(control_plane__servers=1, control_plane__service=fixed(0.05))
+    res = run(
+        wl,
+        lat,
+        policies=(LruPlacement(), IdleTimeout(60), FailFast()),
+        resume_on_every_request=True,
+        sample_interval_s=0.5,
+    )
+    cp = res.requests["control_plane_s"]
+    assert cp[0] == pytest.approx(0.05)
+    assert sorted(cp[1:]) == pytest.approx([0.05 * k for k in range(1, 41)])
+    assert res.control_plane_calls == 41
+    assert res.samples["cp_queue"].max() > 0
+    # Routed directly, warm requests skip the control plane.
+    direct = run(wl, lat, policies=(LruPlacement(), IdleTimeout(60), FailFast()))
+    assert (direct.requests["control_plane_s"][1:] == 0).all()
+    assert direct.control_plane_calls == 1
+
+
+def test_slow_activation_turns_into_504_at_the_router_timeout():
+    wl = ScheduledWorkload([0.0], [0], 0.01)
+    res = run(wl, latency(cold_start=fixed(8.0)), timeout=5.0)
+    assert list(res.requests["outcome"]) == ["timeout"]
+    assert res.requests["status"][0] == 504
+    assert res.requests["total_s"][0] == pytest.approx(5.0)
+    assert len(res.activations["total_s"]) == 1  # the activation itself still completed
+
+
+def test_snapshot_locality_hits_the_node_cache_more_than_random(compose_cfg):
+    # After-request suspension leaves free workers to choose from (utilisation ~0.4);
+    # with no free choice (a hot cluster) locality cannot help, and does not claim to.
+    def hit_rate(placement):
+        cfg = compose_cfg(
+            "experiment=oversub_250_on_8",
+            f"policy/placement={placement}",
+            "policy/suspension=after_request",
+            "policy/admission=queue",
+            "cluster.nodes=4",
+            "duration_s=300",
+            "latency=substrate_gke",
+            "latency.node.cache_mib=4096",
+        )
+        acts = simulate(build(cfg)).result.activations
+        warm = ~acts["cold"]
+        return acts["cache_hit"][warm].mean(), acts["download_s"][warm].mean()
+
+    loc_hits, loc_download = hit_rate("locality")
+    rnd_hits, rnd_download = hit_rate("random")
+    assert loc_hits > rnd_hits + 0.2  # measured: 0.68 vs 0.30
+    assert loc_download < rnd_download
+
+
+def test_substrate_nightly_case_shows_503s_and_none_with_enough_workers(compose_cfg):
+    """Substrate's nightly '15 users on 10 workers, 50% oversubscribed' with its policies."""
+    over = simulate(build(compose_cfg("experiment=substrate_nightly"))).summary
+    enough = simulate(build(compose_cfg("experiment=substrate_nightly", "cluster.workers=15")))
+    assert over["actors"] == 15 and over["workers"] == 10
+    assert over["rejected"] > 0.05 * over["requests"]  # 503: no free worker
+    assert enough.summary["rejected"] == 0 and enough.summary["timed_out"] == 0
+    statuses = set(enough.result.requests["status"])
+    assert statuses == {200}
+
+
+def test_queueing_admission_turns_substrates_503s_into_waits(compose_cfg):
+    cfg = compose_cfg("experiment=substrate_nightly", "policy/admission=queue")
+    s = simulate(build(cfg)).summary
+    assert s["rejected"] == 0
+    assert s["timed_out"] < 0.01 * s["requests"]
+
+
+def test_random_placement_differs_by_seed_but_not_within_one(compose_cfg):
+    def summary(seed):
+        cfg = compose_cfg("experiment=substrate_nightly", f"seed={seed}", "duration_s=60")
+        s = simulate(build(cfg)).summary
+        s.pop("wall_s")
+        return s
+
+    assert summary(3) == summary(3)
+    assert summary(3) != summary(4)
+
+
+def test_placement_policies_only_use_workers_that_exist():
+    wl = ScheduledWorkload(np.linspace(0, 50, 200), np.arange(200) % 20, 0.2)
+    res = run(
+        wl,
+        latency(),
+        workers=6,
+        nodes=3,
+        policies=(RandomPlacement(1), AfterEachRequest(), QueueWithDeadline(5.0)),
+    )
+    assert set(res.activations["worker"]) <= {f"w{i}" for i in range(6)}
+    node_of = dict(zip(res.activations["worker"], res.activations["node"], strict=True))
+    assert all(node_of[w] == f"n{int(w[1:]) % 3}" for w in node_of)
+    res2 = run(
+        wl,
+        latency(),
+        workers=6,
+        nodes=3,
+        policies=(SnapshotLocalityPlacement(), AfterEachRequest(), QueueWithDeadline(5.0)),
+    )
+    assert res2.requests["outcome"].tolist().count("ok") == 200
