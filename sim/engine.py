@@ -36,6 +36,7 @@ from control.messages import (
     CheckpointFinished,
     Event,
     Forward,
+    IdleTimer,
     Reject,
     RequestArrived,
     RequestFinished,
@@ -111,8 +112,10 @@ class _RequestLog:
         self.arrival.append(now)
         self.actor.append(actor)
         self.service.append(service)
-        for col in (self.cp, self.queue, self.activation, self.total):
-            col.append(0.0)
+        self.cp.append(0.0)
+        self.queue.append(0.0)
+        self.activation.append(0.0)
+        self.total.append(0.0)
         self.outcome.append(_OPEN)
         self.status.append(0)
         self.activated.append(0)
@@ -182,6 +185,8 @@ class Simulation:
         self._activations: list[tuple[Any, ...]] = []
         self._checkpoints: list[tuple[Any, ...]] = []
         self._samples: list[tuple[float | int, ...]] = []
+        self._idle_timers: dict[str, tuple[IdleTimer, float]] = {}  # actor -> newest, due
+        self._idle_wakeups: dict[str, float] = {}  # actor -> when its wake-up is scheduled
         self._last_cp: dict[str, float] = {}  # actor -> control-plane time of its last request
         self._stored: dict[str, int] = {}  # actor -> bytes in the object store
         self._stored_bytes = 0
@@ -306,8 +311,38 @@ class Simulation:
 
     def _do_set_timer(self, cmd: SetTimer) -> None:
         timer: Timer = cmd.timer
+        if isinstance(timer, IdleTimer):
+            self._set_idle_timer(timer, cmd.at)
+            return
         delay = max(0.0, cmd.at - self.env.now)
         self.env.timeout(delay).callbacks.append(lambda _ev: self._dispatch(TimerFired(timer)))
+
+    def _set_idle_timer(self, timer: IdleTimer, at: float) -> None:
+        """One wake-up per actor, re-armed lazily.
+
+        Each call in a burst arms a new idle timer and makes the previous one stale (the
+        controller ignores an older generation). Only the newest can be live, so only it
+        is kept: when the scheduled wake-up fires early it re-arms for the newest time.
+        """
+        entry = self._idle_timers.get(timer.actor)
+        self._idle_timers[timer.actor] = (timer, at)
+        if entry is None or at < self._idle_wakeups[timer.actor]:
+            self._arm_idle_wakeup(timer.actor, at)
+
+    def _arm_idle_wakeup(self, actor: str, at: float) -> None:
+        self._idle_wakeups[actor] = at
+        delay = max(0.0, at - self.env.now)
+        self.env.timeout(delay).callbacks.append(lambda _ev: self._idle_wakeup(actor, at))
+
+    def _idle_wakeup(self, actor: str, scheduled: float) -> None:
+        if self._idle_wakeups.get(actor) != scheduled:
+            return  # an earlier wake-up was armed after this one
+        timer, at = self._idle_timers[actor]
+        if at > self.env.now:
+            self._arm_idle_wakeup(actor, at)
+            return
+        del self._idle_timers[actor], self._idle_wakeups[actor]
+        self._dispatch(TimerFired(timer))
 
     # ------------------------------------------------------------ lifecycle work
 
