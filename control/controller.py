@@ -232,9 +232,15 @@ class Controller:
     def _on_actor_created(self, ev: ActorCreated, now: float, out: list[Command]) -> None:
         if ev.actor in self._actors:
             raise ValueError(f"actor {ev.actor!r} already exists")
-        if ev.snapshot_bytes < 0:
-            raise ValueError(f"actor {ev.actor!r}: snapshot_bytes must be >= 0")
-        self._actors[ev.actor] = Actor(ev.actor, ev.template, ev.snapshot_bytes, last_used=now)
+        if ev.snapshot_bytes < 0 or ev.snapshot_version < 0:
+            raise ValueError(f"actor {ev.actor!r}: snapshot_bytes and version must be >= 0")
+        self._actors[ev.actor] = Actor(
+            ev.actor,
+            ev.template,
+            ev.snapshot_bytes,
+            snapshot_version=ev.snapshot_version,
+            last_used=now,
+        )
         self._counts[SUSPENDED] += 1
 
     def _on_request_arrived(self, ev: RequestArrived, now: float, out: list[Command]) -> None:

@@ -31,11 +31,17 @@ Timer = IdleTimer | RequestDeadline
 
 
 class ActorCreated(NamedTuple):
-    """A new actor exists; it starts SUSPENDED and cold."""
+    """An actor exists; it starts SUSPENDED.
+
+    ``snapshot_version`` 0 means it is new and cold (its first activation is a cold
+    start); a positive version registers an actor that already has that snapshot,
+    e.g. one known to a restarted control plane or pre-warmed before a measurement.
+    """
 
     actor: str
     template: str
     snapshot_bytes: int
+    snapshot_version: int = 0
 
 
 class RequestArrived(NamedTuple):

@@ -209,10 +209,13 @@ class Simulation:
         """Run to the end of the arrivals, drain, and return the records."""
         for worker, node in self._worker_node.items():
             self._dispatch(WorkerAdded(worker, node))
+        version = 1 if self.workload.initial_snapshot else 0
         for i, actor in enumerate(self._ids):
-            self._dispatch(
-                ActorCreated(actor, self.workload.template, self.workload.snapshot_bytes(i))
-            )
+            size = self.workload.snapshot_bytes(i)
+            self._dispatch(ActorCreated(actor, self.workload.template, size, version))
+            if version:  # its snapshot is in the object store, not yet in any node's cache
+                self._stored[actor] = size
+                self._stored_bytes += size
         self.env.process(self._arrivals())
         self.env.process(self._sampler())
         self.env.run(until=self._done)

@@ -89,6 +89,14 @@ def test_first_request_cold_starts_then_forwards():
     assert ctl.stats.cold_starts == 1
 
 
+def test_actor_created_with_a_snapshot_restores_it_instead_of_cold_starting():
+    ctl = make(actors=())
+    ctl.handle(ActorCreated("old", "agent", 10 * MB, snapshot_version=4), 0.0)
+    restore, _ = activate(ctl, 1, "old", 1.0)
+    assert restore.version == 4 and not restore.cold
+    assert ctl.stats.cold_starts == 0
+
+
 def test_warm_request_is_forwarded_without_activation():
     ctl = make(suspension=Lazy())
     activate(ctl, 1, "a", 1.0)

@@ -68,7 +68,7 @@ def test_every_request_ends_once_and_latencies_add_up(compose_cfg, preset):
     cfg = compose_cfg("experiment=oversub_250_on_8", f"policy={preset}", "duration_s=120")
     out = simulate(build(cfg))
     s, req = out.summary, out.result.requests
-    assert s["requests"] > 500
+    assert s["requests"] > 300
     assert s["ok"] + s["rejected"] + s["timed_out"] == s["requests"]
     status = dict(zip(req["outcome"], req["status"], strict=False))
     ok = req["outcome"] == "ok"
@@ -138,26 +138,26 @@ def test_slow_activation_turns_into_504_at_the_router_timeout():
 
 
 def test_snapshot_locality_hits_the_node_cache_more_than_random(compose_cfg):
-    # After-request suspension leaves free workers to choose from (utilisation ~0.4);
-    # with no free choice (a hot cluster) locality cannot help, and does not claim to.
+    # A light load (idle gaps of minutes) with after-request suspension leaves free
+    # workers to choose from; on a saturated cluster each freed worker goes to the next
+    # waiter and no placement policy has a choice to make.
     def hit_rate(placement):
         cfg = compose_cfg(
             "experiment=oversub_250_on_8",
             f"policy/placement={placement}",
             "policy/suspension=after_request",
             "policy/admission=queue",
+            "workload.idle_gap='lognormal(median=300, sigma=1.2)'",
             "cluster.nodes=4",
-            "duration_s=300",
             "latency=substrate_gke",
             "latency.node.cache_mib=4096",
         )
         acts = simulate(build(cfg)).result.activations
-        warm = ~acts["cold"]
-        return acts["cache_hit"][warm].mean(), acts["download_s"][warm].mean()
+        return acts["cache_hit"].mean(), acts["download_s"].mean()
 
     loc_hits, loc_download = hit_rate("locality")
     rnd_hits, rnd_download = hit_rate("random")
-    assert loc_hits > rnd_hits + 0.2  # measured: 0.68 vs 0.30
+    assert loc_hits > rnd_hits + 0.3  # measured: 0.69 vs 0.23
     assert loc_download < rnd_download
 
 
@@ -188,6 +188,21 @@ def test_random_placement_differs_by_seed_but_not_within_one(compose_cfg):
 
     assert summary(3) == summary(3)
     assert summary(3) != summary(4)
+
+
+def test_steady_state_runs_restore_snapshots_and_cold_runs_cold_start(compose_cfg):
+    warm = simulate(build(compose_cfg("experiment=oversub_250_on_8", "duration_s=120")))
+    cold = simulate(
+        build(compose_cfg("experiment=oversub_250_on_8", "duration_s=120", "workload.initial=cold"))
+    )
+    assert warm.result.activations["cold"].sum() == 0
+    assert warm.result.samples["snapshot_bytes_stored"][0] == 250 * (16 << 20)
+    cold_acts = cold.result.activations
+    first = {}
+    for actor, is_cold in zip(cold_acts["actor"], cold_acts["cold"], strict=True):
+        first.setdefault(actor, is_cold)
+    assert all(first.values())  # every actor's first activation is a cold start
+    assert cold_acts["cold"].sum() == len(first)  # and only its first
 
 
 def test_placement_policies_only_use_workers_that_exist():

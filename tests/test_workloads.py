@@ -74,3 +74,20 @@ def test_scheduled_workload_sorts_stably_and_cuts_at_the_duration():
     assert wl.actors == 3
     with pytest.raises(ValueError, match="actor_count"):
         ScheduledWorkload([0.0], [4], 0.1, actor_count=2)
+
+
+def test_the_run_starts_in_steady_state_not_with_a_burst_of_bursts():
+    # Each actor starts inside an idle gap drawn length-biased; a plain draw put twice
+    # the steady load into the first five minutes.
+    wl = bursty(actors=20_000, idle_gap=LogNormal(300, 1.2), window_s=60.0)
+    times, _, _ = flat(wl, 3600, 0)
+    per_5_min = np.histogram(times, bins=np.arange(0, 3601, 300))[0]
+    steady = per_5_min[4:].mean()
+    assert abs(per_5_min[0] - steady) < 0.05 * steady, per_5_min
+
+
+def test_initial_state_is_configurable():
+    assert bursty().initial_snapshot
+    assert not bursty(initial="cold").initial_snapshot
+    with pytest.raises(ValueError, match=r"workload\.initial"):
+        bursty(initial="warm")

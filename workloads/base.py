@@ -32,6 +32,7 @@ class Workload(Protocol):
     name: str
     actors: int
     template: str
+    initial_snapshot: bool  # actors start with a snapshot (steady state), else cold
 
     def actor_id(self, index: int) -> str:
         """The id of actor ``index`` (a DNS label: lowercase letters, digits, '-')."""

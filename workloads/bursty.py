@@ -39,6 +39,7 @@ class BurstyWorkload:
         service: Distribution,
         template: str = "agent",
         window_s: float = 60.0,
+        initial: str = "snapshot",
     ) -> None:
         if actors < 1:
             raise ValueError(f"workload.actors: must be >= 1 (got {actors})")
@@ -48,6 +49,9 @@ class BurstyWorkload:
             raise ValueError("workload.idle_gap: must have a mean > 0")
         if window_s <= 0:
             raise ValueError(f"workload.window_s: must be > 0 (got {window_s})")
+        if initial not in ("snapshot", "cold"):
+            raise ValueError(f"workload.initial: must be snapshot or cold (got {initial!r})")
+        self.initial_snapshot = initial == "snapshot"
         self.actors = actors
         self.template = template
         self._bytes = int(snapshot_mib * MIB)
@@ -66,8 +70,7 @@ class BurstyWorkload:
 
     def arrivals(self, duration_s: float, seed: int) -> Iterator[ArrivalBatch]:
         rng = np.random.default_rng([seed, 0x574F524B])  # stream tag "WORK"
-        # Start each actor part-way through an idle gap, so the run starts near steady state.
-        next_burst = rng.uniform(0.0, 1.0, self.actors) * self.idle_gap.sample_n(rng, self.actors)
+        next_burst = self._first_bursts(rng)
         carry: list[ArrivalBatch] = []
         start = 0.0
         while start < duration_s:
@@ -84,6 +87,20 @@ class BurstyWorkload:
             later = ~now & (batch.times < duration_s)
             carry = [_select(batch, later)] if later.any() else []
             start = end
+
+    def _first_bursts(self, rng: np.random.Generator, pool: int = 8) -> np.ndarray:
+        """When each actor's first burst starts: the residual of an idle gap in progress.
+
+        A run that starts "in steady state" finds each actor inside some idle gap, and
+        long gaps are more likely to be the one in progress (length bias). So draw the
+        gap in progress with probability proportional to its length (from a pool of
+        ``pool`` draws per actor), then a uniform point in it. A plain draw instead would
+        put too many first bursts near t=0 and distort the start of every run.
+        """
+        candidates = self.idle_gap.sample_n(rng, pool * self.actors)
+        weights = candidates / candidates.sum()
+        in_progress = rng.choice(candidates, size=self.actors, p=weights)
+        return rng.uniform(0.0, 1.0, self.actors) * in_progress
 
     def _bursts(
         self, rng: np.random.Generator, due: np.ndarray, next_burst: np.ndarray
@@ -121,6 +138,7 @@ class BurstyWorkload:
             service=dist("service"),
             template=str(cfg.get("template", "agent")),
             window_s=float(cfg.get("window_s", 60.0)),
+            initial=str(cfg.get("initial", "snapshot")),
         )
 
 

@@ -29,6 +29,7 @@ class ScheduledWorkload:
         actor_count: int | None = None,
         snapshot_mib: float = 16.0,
         template: str = "agent",
+        initial_snapshot: bool = False,
     ) -> None:
         t = np.asarray(times, dtype=np.float64)
         a = np.asarray(actors, dtype=np.int64)
@@ -46,6 +47,7 @@ class ScheduledWorkload:
         self._batch = ArrivalBatch(t[order], a[order], s[order])
         self._bytes = int(snapshot_mib * MIB)
         self.template = template
+        self.initial_snapshot = initial_snapshot
         self._ids = actor_ids(self.actors)
 
     def actor_id(self, index: int) -> str:
