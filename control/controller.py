@@ -322,6 +322,7 @@ class Controller:
         self._release(worker, now, out)
         if actor.id in self._pending and actor.id not in self._waiting:
             # Requests arrived while it was being checkpointed: it needs a worker again.
+            # If it must queue, they keep their router deadlines (set on arrival).
             decision = self._acquire_worker(actor, now, out)
             if isinstance(decision, Refuse):
                 for req in self._pending.pop(actor.id):

@@ -172,6 +172,19 @@ def test_substrate_nightly_case_shows_503s_and_none_with_enough_workers(compose_
     assert statuses == {200}
 
 
+def test_headline_default_policy_serves_250_on_8_where_substrates_fails(compose_cfg):
+    """The demo's claim: at 250 actors on 8 workers the default policies fail no
+    request, with far fewer activations than Substrate's, which reject some."""
+    default = simulate(build(compose_cfg("experiment=oversub_250_on_8"))).summary
+    substrate = simulate(
+        build(compose_cfg("experiment=oversub_250_on_8", "policy=substrate", "router=substrate"))
+    ).summary
+    assert default["requests"] == substrate["requests"]  # the same workload
+    assert default["rejected"] == default["timed_out"] == 0
+    assert substrate["rejected"] > 0.01 * substrate["requests"]
+    assert default["activations"] < 0.5 * substrate["activations"]
+
+
 def test_queueing_admission_turns_substrates_503s_into_waits(compose_cfg):
     cfg = compose_cfg("experiment=substrate_nightly", "policy/admission=queue")
     s = simulate(build(cfg)).summary
