@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from experiments.build import build  # noqa: E402
-from sim.engine import Simulation  # noqa: E402
+from experiments.runner import make_simulation  # noqa: E402
 
 
 def bare_heapq_loop(events: int, pending: int, seed: int = 0) -> float:
@@ -87,17 +87,7 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         spec = build(compose("config", overrides=overrides))
 
-    sim = Simulation(
-        spec.make_controller(),
-        spec.workload,
-        spec.latency,
-        workers=spec.workers,
-        nodes=spec.nodes,
-        duration_s=spec.duration_s,
-        seed=spec.seed,
-        resume_on_every_request=spec.resume_on_every_request,
-        sample_interval_s=spec.sample_interval_s,
-    )
+    sim = make_simulation(spec)
     started = time.perf_counter()
     result = sim.run()
     wall_s = time.perf_counter() - started

@@ -41,6 +41,13 @@ def write_run(out_dir: Path, spec: RunSpec, output: RunOutput) -> Path:
     return report
 
 
+def _save(fig: Any, ax: Any, path: Path) -> None:
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _ecdf(ax: Any, values: np.ndarray, label: str) -> None:
     if values.size == 0:
         return
@@ -61,12 +68,9 @@ def _plot_latency(path: Path, activations: pd.DataFrame, requests: pd.DataFrame)
     ax.set_xlabel("seconds (log scale)")
     ax.set_ylabel("fraction <= x")
     ax.set_title(PLOTS[path.name])
-    ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def _plot_workers(path: Path, samples: pd.DataFrame, spec: RunSpec) -> None:
@@ -79,11 +83,8 @@ def _plot_workers(path: Path, samples: pd.DataFrame, spec: RunSpec) -> None:
     ax.axvline(spec.duration_s, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("simulated time (s); dotted: arrivals end")
     ax.set_title(PLOTS[path.name])
-    ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def _plot_states(path: Path, samples: pd.DataFrame, spec: RunSpec) -> None:
@@ -102,11 +103,8 @@ def _plot_states(path: Path, samples: pd.DataFrame, spec: RunSpec) -> None:
         )
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("actors")
-    ax.grid(True, alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def _fmt(value: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,22 @@ class RunOutput:
 
     summary: dict[str, Any]
     result: RunResult
+
+
+def make_simulation(spec: RunSpec, progress: Callable[[float], None] | None = None) -> Simulation:
+    """A ready-to-run simulation of ``spec`` with a fresh controller."""
+    return Simulation(
+        spec.make_controller(),
+        spec.workload,
+        spec.latency,
+        workers=spec.workers,
+        nodes=spec.nodes,
+        duration_s=spec.duration_s,
+        seed=spec.seed,
+        resume_on_every_request=spec.resume_on_every_request,
+        sample_interval_s=spec.sample_interval_s,
+        progress=progress,
+    )
 
 
 def simulate(spec: RunSpec) -> RunOutput:
@@ -41,18 +58,7 @@ def simulate(spec: RunSpec) -> RunOutput:
         bar.refresh()
 
     started = time.perf_counter()
-    sim = Simulation(
-        spec.make_controller(),
-        spec.workload,
-        spec.latency,
-        workers=spec.workers,
-        nodes=spec.nodes,
-        duration_s=spec.duration_s,
-        seed=spec.seed,
-        resume_on_every_request=spec.resume_on_every_request,
-        sample_interval_s=spec.sample_interval_s,
-        progress=progress if bar is not None else None,
-    )
+    sim = make_simulation(spec, progress=progress if bar is not None else None)
     try:
         result = sim.run()
     finally:
