@@ -19,12 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from control.controller import Controller
 from control.policies import EvictThenWait, Lazy
 from sim.latency import LatencyModel, latency_from_config
+from workloads.agent import AgentWorkload
 from workloads.base import Workload
-from workloads.bursty import BurstyWorkload
 
 BACKENDS = ("sim",)
 WORKLOADS: dict[str, Callable[[Mapping[str, Any], Path], Workload]] = {
-    "bursty": BurstyWorkload.from_config,
+    "agent": AgentWorkload.from_config,
 }
 POLICY_METHODS = {
     "placement": ("add", "discard", "choose", "__len__"),

@@ -163,7 +163,7 @@ def render_report(spec: RunSpec, summary: Mapping[str, Any]) -> str:
         f"| seed | {spec.seed} |",
         f"| duration | {_fmt(spec.duration_s)} s of arrivals, then drained |",
         f"| cluster | {spec.workers} workers on {spec.nodes} node(s) |",
-        f"| workload | {spec.workload.name}, {spec.workload.actors:,} actors |",
+        f"| workload | {spec.workload.name}, {summary['actors']:,} actors |",
         f"| latency profile | {choices.get('latency', 'custom')} |",
         f"| policy preset | {choices.get('policy', '-')} |",
     ]

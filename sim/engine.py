@@ -180,7 +180,10 @@ class Simulation:
         self._nodes = {f"n{i}": _Node(self.env, f"n{i}", latency) for i in range(nodes)}
         self._worker_node = {f"w{i}": f"n{i % nodes}" for i in range(workers)}
 
-        self._ids = [workload.actor_id(i) for i in range(workload.actors)]
+        self._run = workload.start(self.duration_s, seed)
+        self.population = self._run.population
+        self._ids = self.population.ids
+        self._created = bytearray(len(self._ids))  # actors the controller knows
         self._log = _RequestLog()
         self._activations: list[tuple[Any, ...]] = []
         self._checkpoints: list[tuple[Any, ...]] = []
@@ -209,13 +212,8 @@ class Simulation:
         """Run to the end of the arrivals, drain, and return the records."""
         for worker, node in self._worker_node.items():
             self._dispatch(WorkerAdded(worker, node))
-        version = 1 if self.workload.initial_snapshot else 0
-        for i, actor in enumerate(self._ids):
-            size = self.workload.snapshot_bytes(i)
-            self._dispatch(ActorCreated(actor, self.workload.template, size, version))
-            if version:  # its snapshot is in the object store, not yet in any node's cache
-                self._stored[actor] = size
-                self._stored_bytes += size
+        for i in np.flatnonzero(self.population.created_s <= 0).tolist():
+            self._create(i)
         self.env.process(self._arrivals())
         self.env.process(self._sampler())
         self.env.run(until=self._done)
@@ -228,7 +226,7 @@ class Simulation:
             activations=_table(ACTIVATION_COLUMNS, self._activations),
             checkpoints=_table(CHECKPOINT_COLUMNS, self._checkpoints),
             samples=_table(SAMPLE_COLUMNS, self._samples),
-            actors=self.workload.actors,
+            actors=len(self._ids),
             workers=self.workers,
             duration_s=self.duration_s,
             worker_utilization=occupied_s / (self.workers * self.duration_s),
@@ -236,13 +234,23 @@ class Simulation:
             events=self.controller.stats.events,
         )
 
+    def _create(self, index: int) -> None:
+        """Register actor ``index`` with the controller (its snapshot, if any, is stored)."""
+        pop, actor = self.population, self._ids[index]
+        size, version = int(pop.snapshot_bytes[index]), int(pop.snapshot_version[index])
+        self._created[index] = 1
+        self._dispatch(ActorCreated(actor, pop.template, size, version))
+        if version:  # in the object store, not yet in any node's cache
+            self._stored[actor] = size
+            self._stored_bytes += size
+
     def _dispatch(self, event: Event) -> None:
         for cmd in self.controller.handle(event, self.env.now):
             self._exec[type(cmd)](cmd)
 
     def _arrivals(self) -> Generator[simpy.Event, Any, None]:
         env = self.env
-        for batch in self.workload.arrivals(self.duration_s, self.seed):
+        for batch in self._run.batches:
             for t, actor, service in zip(
                 batch.times.tolist(), batch.actors.tolist(), batch.service_s.tolist(), strict=True
             ):
@@ -272,6 +280,8 @@ class Simulation:
     # ------------------------------------------------------------ requests
 
     def _arrive(self, actor_index: int, service: float) -> None:
+        if not self._created[actor_index]:  # a session arriving: its actor exists from now
+            self._create(actor_index)
         rid = self._log.add(self.env.now, actor_index, service)
         self._open += 1
         actor = self._ids[actor_index]

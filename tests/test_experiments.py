@@ -42,7 +42,8 @@ def test_every_experiment_composes_and_validates(compose_cfg, name):
 def test_demo_experiment_is_the_headline_case(compose_cfg):
     spec = build(compose_cfg("experiment=oversub_250_on_8"))
     assert (spec.workload.actors, spec.workers, spec.duration_s, spec.seed) == (250, 8, 600, 0)
-    assert spec.workload.name == "bursty"
+    assert spec.workload.population == "fixed"
+    assert spec.workload.name == "agent"
 
 
 @pytest.mark.parametrize(
@@ -60,8 +61,12 @@ def test_demo_experiment_is_the_headline_case(compose_cfg):
         ("latency.control_plane.servers=0", "latency.control_plane.servers: must be an integer"),
         ("latency.node.cpu_parallelism=-2", "latency.node.cpu_parallelism: must be > 0"),
         ("workload.actors=0", "workload.actors: must be >= 1"),
-        ("workload.kind=poisson", "workload.kind: unknown 'poisson'; allowed: bursty"),
-        ("workload.idle_gap='uniform(low=3, high=1)'", "workload.idle_gap: uniform needs"),
+        ("workload.kind=poisson", "workload.kind: unknown 'poisson'; allowed: agent"),
+        ("workload.think_time='uniform(low=3, high=1)'", "workload.think_time: uniform needs"),
+        ("+workload.idle_gap=3", "workload: unknown ['idle_gap'] for kind agent; allowed:"),
+        ("workload.shape='tsunami()'", "workload.shape.kind: unknown 'tsunami'"),
+        ("workload.population=closed", "workload.population: unknown 'closed'"),
+        ("workload.population=open", "workload.session_rate_per_s: must be > 0"),
         ("policy.suspension.ttl_s=-5", "policy.suspension: ttl_s: must be a finite number >= 0"),
         ("policy.admission.timeout_s=0", "policy.admission: timeout_s: must be"),
         ("backend.name=gke", "backend.name: unknown 'gke'; allowed: sim"),
