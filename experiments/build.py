@@ -21,10 +21,12 @@ from control.policies import EvictThenWait, Lazy
 from sim.latency import LatencyModel, latency_from_config
 from workloads.agent import AgentWorkload
 from workloads.base import Workload
+from workloads.trace import TraceWorkload
 
 BACKENDS = ("sim",)
 WORKLOADS: dict[str, Callable[[Mapping[str, Any], Path], Workload]] = {
     "agent": AgentWorkload.from_config,
+    "trace": TraceWorkload.from_config,
 }
 POLICY_METHODS = {
     "placement": ("add", "discard", "choose", "__len__"),
