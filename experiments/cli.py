@@ -1,18 +1,41 @@
 """The ``actormux`` command.
 
-``actormux [hydra overrides]`` runs an experiment (see ``conf/``); for example
-``actormux experiment=oversub_250_on_8 policy=substrate``. ``actormux --help`` shows
-Hydra's help with every config group and its options.
+    actormux [overrides]                   run an experiment (default: simulate)
+    actormux workload-report [overrides]   statistics and plots of a workload, no simulation
+    actormux locust [overrides]            play the workload with Locust against locust.host
+
+Overrides are Hydra's (``experiment=oversub_250_on_8 policy=substrate``); ``actormux
+--help`` lists the config groups.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, Hydra app), and the run directory its outputs go to by default
+    "workload-report": ("experiments.workload_report", "run_workload_report"),
+    "locust": ("experiments.loadgen", "run_locust_app"),
+}
+RUN_DIRS = {
+    "workload-report": "reports/workload/${workload.name}/${now:%Y-%m-%d_%H-%M-%S}",
+    "locust": "reports/locust/${workload.name}/${now:%Y-%m-%d_%H-%M-%S}",
+}
+
 
 def main() -> None:
     """Entry point of the ``actormux`` console script."""
-    from experiments.app import run_experiment
-
-    run_experiment()
+    app: Callable[[], None]
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        name = sys.argv.pop(1)
+        module, attr = SUBCOMMANDS[name]
+        if not any(a.startswith("hydra.run.dir=") for a in sys.argv[1:]):
+            sys.argv.append(f"hydra.run.dir={RUN_DIRS[name]}")
+        app = getattr(__import__(module, fromlist=[attr]), attr)
+    else:
+        from experiments.app import run_experiment as app
+    app()
 
 
 if __name__ == "__main__":

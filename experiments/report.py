@@ -41,7 +41,8 @@ def write_run(out_dir: Path, spec: RunSpec, output: RunOutput) -> Path:
     return report
 
 
-def _save(fig: Any, ax: Any, path: Path) -> None:
+def save_figure(fig: Any, ax: Any, path: Path) -> None:
+    """Grid, tight layout, write ``path`` (PNG) and free the figure."""
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -70,7 +71,7 @@ def _plot_latency(path: Path, activations: pd.DataFrame, requests: pd.DataFrame)
     ax.set_title(PLOTS[path.name])
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right")
-    _save(fig, ax, path)
+    save_figure(fig, ax, path)
 
 
 def _plot_workers(path: Path, samples: pd.DataFrame, spec: RunSpec) -> None:
@@ -84,7 +85,7 @@ def _plot_workers(path: Path, samples: pd.DataFrame, spec: RunSpec) -> None:
     ax.set_xlabel("simulated time (s); dotted: arrivals end")
     ax.set_title(PLOTS[path.name])
     ax.legend(loc="upper right", fontsize=8)
-    _save(fig, ax, path)
+    save_figure(fig, ax, path)
 
 
 def _plot_states(path: Path, samples: pd.DataFrame, spec: RunSpec) -> None:
@@ -104,7 +105,7 @@ def _plot_states(path: Path, samples: pd.DataFrame, spec: RunSpec) -> None:
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("actors")
     ax.legend(loc="upper right", fontsize=8)
-    _save(fig, ax, path)
+    save_figure(fig, ax, path)
 
 
 def _fmt(value: Any) -> str:

@@ -66,7 +66,10 @@ def test_demo_experiment_is_the_headline_case(compose_cfg):
         ("+workload.idle_gap=3", "workload: unknown ['idle_gap'] for kind agent; allowed:"),
         ("workload.shape='tsunami()'", "workload.shape.kind: unknown 'tsunami'"),
         ("workload.population=closed", "workload.population: unknown 'closed'"),
-        ("workload.population=open", "workload.session_rate_per_s: must be > 0"),
+        (
+            ("workload.population=open", "workload.session_rate_per_s=0"),
+            "workload.session_rate_per_s: must be > 0",
+        ),
         ("policy.suspension.ttl_s=-5", "policy.suspension: ttl_s: must be a finite number >= 0"),
         ("policy.admission.timeout_s=0", "policy.admission: timeout_s: must be"),
         ("backend.name=gke", "backend.name: unknown 'gke'; allowed: sim"),
@@ -75,7 +78,7 @@ def test_demo_experiment_is_the_headline_case(compose_cfg):
 )
 def test_bad_config_fails_before_the_run_naming_the_field(compose_cfg, override, message):
     with pytest.raises(ConfigError) as err:
-        build(compose_cfg(override))
+        build(compose_cfg(*(override if isinstance(override, tuple) else (override,))))
     assert message in str(err.value)
 
 
