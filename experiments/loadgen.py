@@ -18,8 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from control.metrics import percentiles
-from experiments.app import CONF_DIR
-from experiments.build import ConfigError, build
+from experiments.app import CONF_DIR, build_or_exit
 from experiments.report import format_summary
 from workloads.loadtest import check_loopback, run_locust
 from workloads.plan import Plan
@@ -29,10 +28,10 @@ from workloads.plan import Plan
 def run_locust_app(cfg: DictConfig) -> None:
     """Materialise the workload and play it with Locust against ``locust.host``."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    spec = build_or_exit(cfg)
     try:
-        spec = build(cfg)
         check_loopback(str(cfg.locust.host))
-    except (ConfigError, ValueError) as e:
+    except ValueError as e:
         print(f"actormux: bad config: {e}", file=sys.stderr)
         sys.exit(2)
     plan = Plan.materialize(spec.workload, spec.duration_s, spec.seed)

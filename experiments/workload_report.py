@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from experiments.app import CONF_DIR
-from experiments.build import ConfigError, build
+from experiments.app import CONF_DIR, build_or_exit
 from experiments.report import format_summary, plt, save_figure, summary_rows
 from workloads.plan import Plan
 from workloads.stats import active_actors, actor_gaps, workload_stats
@@ -102,11 +100,7 @@ def _f(value: float | None) -> str:
 def run_workload_report(cfg: DictConfig) -> None:
     """Materialise the configured workload for ``duration_s`` and report on it."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        spec = build(cfg)
-    except ConfigError as e:
-        print(f"actormux: bad config: {e}", file=sys.stderr)
-        sys.exit(2)
+    spec = build_or_exit(cfg)
     window = float(cfg.get("policy", {}).get("suspension", {}).get("ttl_s", 5.0))
     plan = Plan.materialize(spec.workload, spec.duration_s, spec.seed)
     stats = write_workload_report(out_dir, plan, active_window_s=window)
