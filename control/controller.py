@@ -25,9 +25,12 @@ from typing import Any
 from control.messages import (
     ActivationFinished,
     ActorCreated,
+    ActorDeleted,
+    AdminResult,
     Checkpoint,
     CheckpointFinished,
     Command,
+    DropActor,
     Event,
     Forward,
     IdleTimer,
@@ -36,10 +39,12 @@ from control.messages import (
     RequestDeadline,
     RequestFinished,
     Restore,
+    ResumeRequested,
     RetireWorker,
     SetTimer,
     SnapshotCached,
     SnapshotEvicted,
+    SuspendRequested,
     TimerFired,
     WorkerAdded,
     WorkerRemoved,
@@ -144,6 +149,9 @@ class Controller:
             WorkerRemoved: self._on_worker_removed,
             SnapshotCached: self._on_snapshot_cached,
             SnapshotEvicted: self._on_snapshot_evicted,
+            SuspendRequested: self._on_suspend_requested,
+            ResumeRequested: self._on_resume_requested,
+            ActorDeleted: self._on_actor_deleted,
         }
 
     # ------------------------------------------------------------ public API
@@ -388,6 +396,49 @@ class Controller:
             if not cached:
                 del self._cached[ev.actor]
 
+    def _on_suspend_requested(self, ev: SuspendRequested, now: float, out: list[Command]) -> None:
+        actor = self._actors.get(ev.actor)
+        if actor is None:
+            out.append(AdminResult(ev.actor, False, "unknown actor"))
+        elif actor.state in (SUSPENDED, SUSPENDING):
+            out.append(AdminResult(actor.id, True, f"already {actor.state}"))
+        elif actor.id in self._idle:
+            self._checkpoint(actor, out)
+            out.append(AdminResult(actor.id, True, "suspending"))
+        else:  # resuming, or serving requests: suspend as soon as it is idle
+            actor.suspend_requested = True
+            out.append(AdminResult(actor.id, True, "will suspend when idle"))
+
+    def _on_resume_requested(self, ev: ResumeRequested, now: float, out: list[Command]) -> None:
+        actor = self._actors.get(ev.actor)
+        if actor is None:
+            out.append(AdminResult(ev.actor, False, "unknown actor"))
+            return
+        if actor.state is not SUSPENDED or actor.id in self._waiting:
+            where = "waiting for a worker" if actor.id in self._waiting else actor.state
+            out.append(AdminResult(actor.id, True, f"already {where}"))
+            return
+        worker = self.placement.choose(actor, self)
+        if worker is None:
+            out.append(AdminResult(actor.id, False, "no free worker"))
+            return
+        self._activate(actor, worker, now, out)
+        out.append(AdminResult(actor.id, True, f"resuming on {worker.id}"))
+
+    def _on_actor_deleted(self, ev: ActorDeleted, now: float, out: list[Command]) -> None:
+        actor = self._actors.get(ev.actor)
+        if actor is None:
+            out.append(AdminResult(ev.actor, False, "unknown actor"))
+            return
+        if actor.state is not SUSPENDED or actor.id in self._pending:
+            out.append(AdminResult(actor.id, False, f"actor is {actor.state}; suspend it first"))
+            return
+        del self._actors[actor.id]
+        self._cached.pop(actor.id, None)
+        self._counts[SUSPENDED] -= 1
+        out.append(DropActor(actor.id))
+        out.append(AdminResult(actor.id, True, "deleted"))
+
     # ------------------------------------------------------------ mechanics
 
     def _expect(self, actor_id: str, state: ActorState, worker_id: str, ev: Event) -> Actor:
@@ -476,7 +527,7 @@ class Controller:
         out.append(Forward(req.id, actor.id, worker, True, req.queue_s, activation_s))
 
     def _became_idle(self, actor: Actor, now: float, out: list[Command]) -> None:
-        if self._host(actor).draining:
+        if self._host(actor).draining or actor.suspend_requested:
             self._checkpoint(actor, out)
             return
         actor.idle_generation += 1
@@ -496,6 +547,7 @@ class Controller:
         worker = self._host(actor)
         self._idle.pop(actor.id, None)
         actor.idle_generation += 1
+        actor.suspend_requested = False
         self._set_state(actor, SUSPENDING)
         if not worker.draining:
             self._freeing += 1

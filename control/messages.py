@@ -104,6 +104,24 @@ class SnapshotCached(NamedTuple):
     version: int
 
 
+class SuspendRequested(NamedTuple):
+    """An operator asks to suspend ``actor`` (now if idle, else when its requests end)."""
+
+    actor: str
+
+
+class ResumeRequested(NamedTuple):
+    """An operator asks to activate ``actor`` now, without a request (fails if no worker)."""
+
+    actor: str
+
+
+class ActorDeleted(NamedTuple):
+    """An operator asks to delete the SUSPENDED ``actor`` and its snapshots."""
+
+    actor: str
+
+
 class SnapshotEvicted(NamedTuple):
     """``node``'s local cache dropped ``version`` of ``actor``'s snapshot."""
 
@@ -123,6 +141,9 @@ Event = (
     | WorkerRemoved
     | SnapshotCached
     | SnapshotEvicted
+    | SuspendRequested
+    | ResumeRequested
+    | ActorDeleted
 )
 
 # ---------------------------------------------------------------- commands
@@ -197,4 +218,20 @@ class RetireWorker(NamedTuple):
     worker: str
 
 
-Command = Restore | Checkpoint | Forward | Reject | SetTimer | RetireWorker
+class DropActor(NamedTuple):
+    """A deleted actor is gone: its snapshots and records may be removed."""
+
+    actor: str
+
+
+class AdminResult(NamedTuple):
+    """The answer to an operator's request (suspend, resume, delete)."""
+
+    actor: str
+    ok: bool
+    detail: str
+
+
+Command = (
+    Restore | Checkpoint | Forward | Reject | SetTimer | RetireWorker | DropActor | AdminResult
+)

@@ -55,6 +55,7 @@ class Actor:
     inflight: int = 0
     last_used: float = 0.0
     idle_generation: int = 0
+    suspend_requested: bool = False
 
 
 @dataclass(slots=True)

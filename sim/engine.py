@@ -32,8 +32,10 @@ from control.controller import Controller
 from control.messages import (
     ActivationFinished,
     ActorCreated,
+    AdminResult,
     Checkpoint,
     CheckpointFinished,
+    DropActor,
     Event,
     Forward,
     IdleTimer,
@@ -204,6 +206,8 @@ class Simulation:
             Restore: lambda cmd: self.env.process(self._do_restore(cmd)),
             Checkpoint: lambda cmd: self.env.process(self._do_checkpoint(cmd)),
             RetireWorker: lambda cmd: None,
+            DropActor: lambda cmd: None,  # the simulator sends no operator requests
+            AdminResult: lambda cmd: None,
         }
 
     # ------------------------------------------------------------ running

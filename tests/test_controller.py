@@ -8,8 +8,11 @@ from control.controller import Controller, ProtocolError
 from control.messages import (
     ActivationFinished,
     ActorCreated,
+    ActorDeleted,
+    AdminResult,
     Checkpoint,
     CheckpointFinished,
+    DropActor,
     Forward,
     IdleTimer,
     Reject,
@@ -17,9 +20,11 @@ from control.messages import (
     RequestDeadline,
     RequestFinished,
     Restore,
+    ResumeRequested,
     RetireWorker,
     SetTimer,
     SnapshotCached,
+    SuspendRequested,
     TimerFired,
     WorkerAdded,
     WorkerRemoved,
@@ -234,6 +239,44 @@ def test_failed_activation_rejects_waiting_requests_with_502():
     cmds = ctl.handle(ActivationFinished("a", "w0", ok=False), 1.5)
     assert cmds == [Reject(1, "a", 502, "activation failed")]
     assert ctl.actor("a").state is ActorState.SUSPENDED and ctl.free_workers == 1
+
+
+def test_operator_suspend_is_immediate_when_idle_and_deferred_when_busy():
+    ctl = make(workers=("w0", "w1"), suspension=Lazy())
+    activate(ctl, 1, "a", 1.0)
+    cmds = ctl.handle(SuspendRequested("a"), 1.5)
+    assert cmds == [AdminResult("a", True, "will suspend when idle")]
+    assert only(ctl.handle(RequestFinished(1), 2.0), Checkpoint).actor == "a"
+    ctl.handle(CheckpointFinished("a", "w0"), 2.2)
+    assert ctl.handle(SuspendRequested("a"), 2.5) == [AdminResult("a", True, "already suspended")]
+    activate(ctl, 2, "b", 3.0)
+    ctl.handle(RequestFinished(2), 3.5)  # idle, kept warm by Lazy
+    cmds = ctl.handle(SuspendRequested("b"), 4.0)
+    assert only(cmds, Checkpoint).actor == "b" and only(cmds, AdminResult).ok
+
+
+def test_operator_resume_activates_without_a_request_or_says_why_not():
+    ctl = make(suspension=Lazy())
+    cmds = ctl.handle(ResumeRequested("a"), 1.0)
+    assert only(cmds, Restore).actor == "a"
+    assert only(cmds, AdminResult) == AdminResult("a", True, "resuming on w0")
+    ctl.handle(ActivationFinished("a", "w0"), 1.3)
+    assert ctl.actor("a").state is ActorState.RUNNING
+    assert ctl.handle(ResumeRequested("b"), 2.0) == [AdminResult("b", False, "no free worker")]
+    assert ctl.handle(ResumeRequested("zz"), 2.0) == [AdminResult("zz", False, "unknown actor")]
+
+
+def test_operator_delete_only_removes_suspended_actors():
+    ctl = make(suspension=Lazy())
+    activate(ctl, 1, "a", 1.0)
+    assert not only(ctl.handle(ActorDeleted("a"), 1.5), AdminResult).ok  # it is running
+    assert ctl.handle(ActorDeleted("b"), 1.5) == [
+        DropActor("b"),
+        AdminResult("b", True, "deleted"),
+    ]
+    assert ctl.actor("b") is None
+    assert ctl.handle(RequestArrived(2, "b", 2.0), 2.0)[0].status == 404
+    assert ctl.state_counts()[ActorState.SUSPENDED] == 1  # only c
 
 
 def test_unknown_actor_gets_404():

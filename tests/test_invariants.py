@@ -27,17 +27,22 @@ from control.controller import Controller
 from control.messages import (
     ActivationFinished,
     ActorCreated,
+    ActorDeleted,
+    AdminResult,
     Checkpoint,
     CheckpointFinished,
+    DropActor,
     Forward,
     Reject,
     RequestArrived,
     RequestFinished,
     Restore,
+    ResumeRequested,
     RetireWorker,
     SetTimer,
     SnapshotCached,
     SnapshotEvicted,
+    SuspendRequested,
     TimerFired,
     WorkerAdded,
     WorkerRemoved,
@@ -119,6 +124,11 @@ class ControllerMachine(RuleBasedStateMachine):
         elif isinstance(cmd, RetireWorker):
             assert self.ctl.worker(cmd.worker) is None
             self.retired.add(cmd.worker)
+        elif isinstance(cmd, DropActor):
+            assert self.ctl.actor(cmd.actor) is None
+            assert all(r.actor != cmd.actor for r in self.restores + self.checkpoints)
+        elif isinstance(cmd, AdminResult):
+            pass
         else:  # pragma: no cover - a new command type must be handled here
             raise AssertionError(f"unexpected command {cmd!r}")
 
@@ -186,7 +196,19 @@ class ControllerMachine(RuleBasedStateMachine):
 
     @rule(actor=st.sampled_from(ACTORS), node=st.sampled_from(NODES))
     def cache_evicts(self, actor, node):
-        self.send(SnapshotEvicted(actor, node, self.ctl.actor(actor).snapshot_version))
+        known = self.ctl.actor(actor)
+        self.send(SnapshotEvicted(actor, node, known.snapshot_version if known else 1))
+
+    @rule(actor=st.sampled_from(ACTORS), op=st.sampled_from(["suspend", "resume", "delete"]))
+    def operator_acts(self, actor, op):
+        event = {"suspend": SuspendRequested, "resume": ResumeRequested, "delete": ActorDeleted}
+        before = len(self.restores) + len(self.checkpoints)
+        cmds = self.ctl.handle(event[op](actor), self.now)
+        results = [c for c in cmds if isinstance(c, AdminResult)]
+        assert len(results) == 1, cmds  # exactly one answer per operator request
+        for cmd in cmds:
+            self.carry_out(cmd)
+        assert len(self.restores) + len(self.checkpoints) - before <= 1
 
     # ------------------------------------------------------------ invariants
 
