@@ -1,5 +1,6 @@
 # actormux: two entry points on a fresh machine.
-#   make demo  - set up .venv, run the 250-actors-on-8-workers experiment, print the summary
+#   make demo  - set up .venv, simulate 250 actors on 8 workers, then (as root on Linux)
+#                run the same on real gVisor sandboxes and print both side by side
 #   make test  - set up .venv with test tools, run lint, type checks and the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -25,6 +26,7 @@ venv: $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
 	$(BIN)/actormux experiment=oversub_250_on_8
+	$(BIN)/python -m experiments.demo_real
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -40,6 +42,7 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/sim_speed.py
+	$(BIN)/python benchmarks/activation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from experiments.build import ConfigError, RunSpec, build
-from experiments.report import format_summary, write_run
+from experiments.report import format_summary, side_by_side, write_run
 from experiments.runner import simulate
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -32,8 +33,53 @@ def run_experiment(cfg: DictConfig) -> None:
     spec = build_or_exit(cfg)
     for warning in spec.warnings:
         print(f"actormux: warning: {warning}", file=sys.stderr)
+    if spec.backend == "local":
+        run_local(cfg, spec, out_dir)
+        return
     output = simulate(spec)
     report = write_run(out_dir, spec, output)
     print(f"{spec.experiment} ({spec.backend}):")
     print(format_summary(output.summary))
+    print(f"report: {report}")
+
+
+def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
+    """``backend=local``: run for real, check, compare with the simulator, report."""
+    from omegaconf import OmegaConf
+
+    from backends.local.settings import local_config, runsc_unusable_reason
+    from experiments.local_run import run_local_experiment
+
+    try:
+        lc = local_config(
+            OmegaConf.to_container(cfg.backend, resolve=True),  # type: ignore[arg-type]
+            workers=spec.workers, state_dir=out_dir / "state",
+            resume_on_every_request=spec.resume_on_every_request,
+        )  # fmt: skip
+    except ValueError as e:
+        print(f"actormux: bad config: {e}", file=sys.stderr)
+        sys.exit(2)
+    reason = runsc_unusable_reason(lc.settings.python)
+    if reason:
+        print(f"actormux: backend=local cannot run here: {reason}", file=sys.stderr)
+        sys.exit(3)
+    real = run_local_experiment(spec, lc, out_dir)
+    s, v = real.output.summary, real.verification
+    checks = (
+        "## Correctness\n\n"
+        f"Every actor that got requests ({v.actors_checked}) was read back through the router "
+        f"after the load: lost updates {v.lost_updates}, unacknowledged updates "
+        f"{v.unacknowledged_updates}, digest mismatches {v.digest_mismatches}, unreadable "
+        f"{v.unreadable}; double activations {s['double_activations']}."
+    )
+    compare = (
+        "## Real vs simulated (same plan, same policies, `gvisor_local`-style latency model)\n\n"
+        + side_by_side(s, real.simulated.summary, ("real (local)", "simulated"))
+    )
+    (out_dir / "sim_summary.json").write_text(json.dumps(real.simulated.summary, indent=2) + "\n")
+    report = write_run(out_dir, spec, real.output, (checks, compare))
+    print(f"{spec.experiment} (local, real gVisor):")
+    print(format_summary(s))
+    print()
+    print(side_by_side(s, real.simulated.summary, ("real (local)", "simulated")))
     print(f"report: {report}")

@@ -3,6 +3,9 @@
     actormux [overrides]                   run an experiment (default: simulate)
     actormux workload-report [overrides]   statistics and plots of a workload, no simulation
     actormux locust [overrides]            play the workload with Locust against locust.host
+    actormux serve backend=local [...]     real gVisor actors behind a router, until Ctrl-C
+    actormux admin COMMAND ...             operate a running `serve` (list, create, suspend, ...)
+    actormux cleanup [--instance N]        remove every sandbox and namespace actormux created
 
 Overrides are Hydra's (``experiment=oversub_250_on_8 policy=substrate``); ``actormux
 --help`` lists the config groups.
@@ -17,16 +20,25 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, Hydra app), and the run directory its outputs go to by default
     "workload-report": ("experiments.workload_report", "run_workload_report"),
     "locust": ("experiments.loadgen", "run_locust_app"),
+    "serve": ("experiments.serve", "run_serve"),
+}
+PLAIN: dict[str, tuple[str, str]] = {  # argparse commands, no Hydra config
+    "cleanup": ("experiments.ops", "cleanup_main"),
+    "admin": ("experiments.ops", "admin_main"),
 }
 RUN_DIRS = {
     "workload-report": "reports/workload/${workload.name}/${now:%Y-%m-%d_%H-%M-%S}",
     "locust": "reports/locust/${workload.name}/${now:%Y-%m-%d_%H-%M-%S}",
+    "serve": "reports/serve/${now:%Y-%m-%d_%H-%M-%S}",
 }
 
 
 def main() -> None:
     """Entry point of the ``actormux`` console script."""
     app: Callable[[], None]
+    if len(sys.argv) > 1 and sys.argv[1] in PLAIN:
+        module, attr = PLAIN[sys.argv[1]]
+        sys.exit(getattr(__import__(module, fromlist=[attr]), attr)(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         name = sys.argv.pop(1)
         module, attr = SUBCOMMANDS[name]

@@ -26,8 +26,13 @@ PLOTS = {
 }
 
 
-def write_run(out_dir: Path, spec: RunSpec, output: RunOutput) -> Path:
-    """Write every output of a run into ``out_dir``; return the report's path."""
+def write_run(
+    out_dir: Path, spec: RunSpec, output: RunOutput, extra_sections: tuple[str, ...] = ()
+) -> Path:
+    """Write every output of a run into ``out_dir``; return the report's path.
+
+    ``extra_sections`` (Markdown) go after the summary, e.g. a real run's checks.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(output.summary, indent=2) + "\n")
     frames = {name: pd.DataFrame(getattr(output.result, name)) for name in TABLES}
@@ -37,7 +42,7 @@ def write_run(out_dir: Path, spec: RunSpec, output: RunOutput) -> Path:
     _plot_workers(out_dir / "workers_busy.png", frames["samples"], spec)
     _plot_states(out_dir / "actors_by_state.png", frames["samples"], spec)
     report = out_dir / "report.md"
-    report.write_text(render_report(spec, output.summary))
+    report.write_text(render_report(spec, output.summary, extra_sections))
     return report
 
 
@@ -130,6 +135,25 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+COMPARED = (
+    "requests", "ok", "rejected", "timed_out", "activations", "activation_latency_s",
+    "request_latency_s", "worker_utilization", "control_plane_calls_per_s",
+)  # fmt: skip
+
+
+def side_by_side(left: Mapping[str, Any], right: Mapping[str, Any], names: tuple[str, str]) -> str:
+    """A Markdown table comparing two summaries on the metrics that both have."""
+    lines = [f"| metric | {names[0]} | {names[1]} |", "|---|---|---|"]
+    for key in COMPARED:
+        a, b = left.get(key), right.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for q in ("p50", "p99"):
+                lines.append(f"| {key} {q} | {_fmt(a.get(q))} | {_fmt(b.get(q))} |")
+        else:
+            lines.append(f"| {key} | {_fmt(a)} | {_fmt(b)} |")
+    return "\n".join(lines)
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A plain-text table of the summary for the terminal."""
     rows = summary_rows(summary)
@@ -137,8 +161,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
-def render_report(spec: RunSpec, summary: Mapping[str, Any]) -> str:
-    """report.md: the question, the setup, the summary table and the plots."""
+def render_report(
+    spec: RunSpec, summary: Mapping[str, Any], extra_sections: tuple[str, ...] = ()
+) -> str:
+    """report.md: the question, the setup, the summary table, extra sections, the plots."""
     choices = spec.choices
     lines = [f"# {spec.experiment}", ""]
     if spec.question:
@@ -180,6 +206,8 @@ def render_report(spec: RunSpec, summary: Mapping[str, Any]) -> str:
         "|---|---|",
     ]
     lines += [f"| {k} | {v} |" for k, v in summary_rows(summary)]
+    for section in extra_sections:
+        lines += ["", section.rstrip()]
     lines += ["", "## Plots", ""]
     for name, title in PLOTS.items():
         lines += [f"### {title}", "", f"![{title}]({name})", ""]

@@ -1,0 +1,102 @@
+"""Names and addresses of everything the local backend creates.
+
+Every network namespace is ``actormux-<instance>-w<i>`` and every veth ``amx<instance>h<i>``
+(host side) / ``amx<instance>c<i>`` (worker side), so cleanup can find ours by name
+and never touches anything else. Worker ``i`` of instance ``n`` owns the /30 network
+``10.(200+n).(i//64).(4*(i%64))``: the host end is ``.1``, the actor ``.2``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+NETNS_PREFIX = "actormux-"
+VETH_PREFIX = "amx"
+MAX_INSTANCE = 49
+MAX_WORKERS = 64 * 256
+_ACTOR_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+
+
+class BadActorId(ValueError):  # noqa: N818 - reads better at call sites than BadActorIdError
+    """An actor id that is not a short DNS label."""
+
+
+def check_actor_id(actor_id: str) -> str:
+    """Return ``actor_id`` if it is 1-40 lowercase letters, digits or '-' (not at an end).
+
+    Actor ids appear in Host headers, file names and container ids, so nothing else
+    (no '/', '.', spaces or shell characters) is ever accepted.
+    """
+    if not isinstance(actor_id, str) or not _ACTOR_ID.match(actor_id):
+        raise BadActorId(
+            f"bad actor id {actor_id!r}: use 1-40 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return actor_id
+
+
+def actor_from_host(host: str, domain: str) -> str:
+    """The actor id in a ``Host: <actor>.<domain>[:port]`` header (``BadActorId`` if none)."""
+    name = host.strip().lower()
+    if name.startswith("["):  # an IPv6 literal is never an actor
+        raise BadActorId(f"Host {host!r} does not name an actor")
+    name = name.rsplit(":", 1)[0] if ":" in name else name
+    suffix = "." + domain.lower()
+    if not name.endswith(suffix):
+        raise BadActorId(f"Host {host!r} does not name an actor (expected <actor>.{domain})")
+    return check_actor_id(name[: -len(suffix)])
+
+
+@dataclass(frozen=True)
+class WorkerNames:
+    """Names and addresses of worker ``index`` of backend ``instance``."""
+
+    instance: int
+    index: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.instance <= MAX_INSTANCE:
+            raise ValueError(f"backend.instance: must be 0..{MAX_INSTANCE} (got {self.instance})")
+        if not 0 <= self.index < MAX_WORKERS:
+            raise ValueError(f"worker index must be 0..{MAX_WORKERS - 1} (got {self.index})")
+
+    @property
+    def worker_id(self) -> str:
+        """The controller's id for this worker."""
+        return f"w{self.index}"
+
+    @property
+    def netns(self) -> str:
+        """The network namespace's name."""
+        return f"{NETNS_PREFIX}{self.instance}-w{self.index}"
+
+    @property
+    def netns_path(self) -> str:
+        """Where ``ip netns`` mounts it."""
+        return f"/var/run/netns/{self.netns}"
+
+    @property
+    def veth_host(self) -> str:
+        """The veth end in the host namespace."""
+        return f"{VETH_PREFIX}{self.instance}h{self.index}"
+
+    @property
+    def veth_worker(self) -> str:
+        """The veth end inside the worker's namespace."""
+        return f"{VETH_PREFIX}{self.instance}c{self.index}"
+
+    def _network(self) -> ipaddress.IPv4Network:
+        base = ipaddress.IPv4Address(f"10.{200 + self.instance}.0.0")
+        return ipaddress.IPv4Network((int(base) + 4 * self.index, 30))
+
+    @property
+    def host_ip(self) -> str:
+        """The host end's address."""
+        return str(self._network()[1])
+
+    @property
+    def actor_ip(self) -> str:
+        """The address the actor's sandbox answers on (it binds 0.0.0.0)."""
+        return str(self._network()[2])

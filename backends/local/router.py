@@ -1,0 +1,189 @@
+"""The HTTP front door (data plane) and the admin API of the local backend.
+
+Data plane, on 127.0.0.1: a request for ``Host: <actor>.<domain>`` is handed to the
+controller; it is held while its actor activates (concurrent requests share one
+activation), refused with 503/504 per the admission policy, or forwarded over HTTP/1.1
+to the actor's worker. The router opens a fresh connection per request and closes it
+itself before reporting the request finished, so no connection to an actor is open or
+half-closed when the controller orders its checkpoint. Responses carry
+``X-Actormux-*`` headers with the request's timings.
+
+Admin API, on its own loopback port, behind a bearer token: list, create, show,
+suspend, resume and delete actors; list workers; counters.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from backends.local.driver import LocalBackend
+from backends.local.httpclient import ActorHTTPError, request
+from backends.local.names import BadActorId, actor_from_host, check_actor_id
+from control.messages import ActorDeleted, Reject, ResumeRequested, SuspendRequested
+
+PASS_HEADERS = ("X-Request-Id", "X-Actormux-Service", "Content-Type")
+
+
+def data_app(backend: LocalBackend, *, domain: str, max_body_bytes: int) -> web.Application:
+    """The router: ``Host: <actor>.<domain>`` -> that actor's worker."""
+
+    async def route(req: web.Request) -> web.StreamResponse:
+        try:
+            actor = actor_from_host(req.headers.get("Host", ""), domain)
+        except BadActorId as e:
+            return web.Response(status=400, text=f"{e}\n")
+        body = await req.read()  # over client_max_size: aiohttp answers 413
+        adm = await backend.admit(actor)
+        timings = {"X-Actormux-Control-Plane-S": f"{adm.decided_s - adm.arrived_s:.6f}"}
+        decision = adm.decision
+        if isinstance(decision, Reject):
+            _record(
+                backend, adm.request, actor, adm.arrived_s, outcome=decision.outcome,
+                status=decision.status, activated=False, cp=adm.decided_s - adm.arrived_s,
+            )  # fmt: skip
+            return web.Response(
+                status=decision.status, text=f"{decision.reason}\n", headers=timings
+            )
+        ip, port = backend.address(decision.worker)
+        forwarded = backend.now()
+        try:
+            answer = await request(
+                ip, port, req.method, req.path_qs,
+                headers={h: req.headers[h] for h in PASS_HEADERS if h in req.headers},
+                body=body, timeout=backend.s.request_timeout_s,
+            )  # fmt: skip
+            status, payload = answer.status, answer.body
+            content_type = answer.headers.get("content-type", "application/octet-stream")
+        except ActorHTTPError as e:
+            status, payload, content_type = 502, f"actor error: {e}\n".encode(), "text/plain"
+        finally:
+            backend.finished(adm.request)  # the connection is closed: it may be checkpointed
+        service = backend.now() - forwarded
+        outcome = "ok" if status < 400 else ("timeout" if status == 504 else "rejected")
+        _record(
+            backend, adm.request, actor, adm.arrived_s, outcome=outcome, status=status,
+            activated=decision.activated, cp=adm.decided_s - adm.arrived_s,
+            queue=decision.queue_s, activation=decision.activation_s, service=service,
+        )  # fmt: skip
+        timings.update(
+            {
+                "X-Actormux-Activated": "1" if decision.activated else "0",
+                "X-Actormux-Queue-S": f"{decision.queue_s:.6f}",
+                "X-Actormux-Activation-S": f"{decision.activation_s:.6f}",
+                "X-Actormux-Service-S": f"{service:.6f}",
+                "X-Actormux-Worker": decision.worker,
+            }
+        )
+        return web.Response(
+            status=status, body=payload, headers={**timings, "Content-Type": content_type}
+        )
+
+    app = web.Application(client_max_size=max_body_bytes)
+    app.router.add_route("*", "/{tail:.*}", route)
+    return app
+
+
+def _record(
+    backend: LocalBackend, rid: int, actor: str, arrived: float, *, outcome: str, status: int,
+    activated: bool, cp: float, queue: float = 0.0, activation: float = 0.0, service: float = 0.0,
+) -> None:  # fmt: skip
+    total = backend.now() - arrived
+    backend.records.requests.append(
+        (rid, actor, arrived, outcome, status, activated, cp, queue, activation, service, total)
+    )
+
+
+def admin_app(backend: LocalBackend, *, token: str) -> web.Application:
+    """The admin API; every call needs ``Authorization: Bearer <token>``."""
+
+    @web.middleware
+    async def auth(
+        req: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        given = req.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.json_response({"error": "missing or wrong admin token"}, status=401)
+        return await handler(req)
+
+    def actor_view(actor_id: str) -> dict[str, Any] | None:
+        actor = backend.ctl.actor(actor_id)
+        if actor is None:
+            return None
+        return {"id": actor.id, "template": actor.template, "state": str(actor.state),
+                "worker": actor.worker, "snapshot_version": actor.snapshot_version}  # fmt: skip
+
+    async def list_actors(req: web.Request) -> web.Response:
+        return web.json_response([actor_view(a.id) for a in backend.ctl.actors()])
+
+    async def create(req: web.Request) -> web.Response:
+        try:
+            spec = await req.json()
+            actor, template = spec["id"], spec.get("template", "counter")
+            check_actor_id(actor)
+            backend.create_actor(actor, template)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return web.json_response({"error": 'send {"id": ..., "template": ...}'}, status=400)
+        except FileExistsError as e:
+            return web.json_response({"error": str(e)}, status=409)
+        except ValueError as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response(actor_view(actor), status=201)
+
+    async def show(req: web.Request) -> web.Response:
+        view = actor_view(req.match_info["actor"])
+        return (
+            web.json_response(view)
+            if view
+            else web.json_response({"error": "unknown actor"}, status=404)
+        )
+
+    def operation(event: type[SuspendRequested | ResumeRequested | ActorDeleted]) -> Any:
+        async def handler(req: web.Request) -> web.Response:
+            result = backend.admin(event(req.match_info["actor"]))
+            status = 200 if result.ok else (404 if result.detail == "unknown actor" else 409)
+            if not result.ok and result.detail == "no free worker":
+                status = 503
+            return web.json_response(
+                {"actor": result.actor, "ok": result.ok, "detail": result.detail}, status=status
+            )
+
+        return handler
+
+    async def workers(req: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {"id": w.id, "actor": w.actor, "address": backend.address(w.id)[0]}
+                for w in backend.ctl.workers()
+            ]
+        )
+
+    async def stats(req: web.Request) -> web.Response:
+        counts = backend.ctl.state_counts()
+        return web.json_response(
+            {
+                "actors": {str(k): v for k, v in counts.items()},
+                "free_workers": backend.ctl.free_workers,
+                "waiting_actors": backend.ctl.waiting_actors,
+                "open_requests": backend.ctl.open_requests,
+                "requests": len(backend.records.requests),
+                "activations": len(backend.records.activations),
+                "checkpoints": len(backend.records.checkpoints),
+                "double_activations": backend.double_activations(),
+            }
+        )
+
+    app = web.Application(middlewares=[auth])
+    app.router.add_get("/actors", list_actors)
+    app.router.add_post("/actors", create)
+    app.router.add_get("/actors/{actor}", show)
+    app.router.add_post("/actors/{actor}/suspend", operation(SuspendRequested))
+    app.router.add_post("/actors/{actor}/resume", operation(ResumeRequested))
+    app.router.add_delete("/actors/{actor}", operation(ActorDeleted))
+    app.router.add_get("/workers", workers)
+    app.router.add_get("/stats", stats)
+    return app

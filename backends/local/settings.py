@@ -1,0 +1,96 @@
+"""The ``backend: local`` config section, checked, as :class:`LocalSettings` and ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backends.local.driver import LocalSettings
+from backends.local.names import MAX_INSTANCE
+
+RUN_BASE = Path("/run/actormux")
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Everything ``backend=local`` needs: settings for the driver, and the router's."""
+
+    settings: LocalSettings
+    port: int
+    admin_port: int
+    actor_domain: str
+    admin_token: str | None
+    template: str
+    max_body_bytes: int
+    duration_s: float | None
+
+
+def _int(cfg: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"backend.{key}: must be an integer {lo}..{hi} (got {value!r})")
+    return value
+
+
+def _pos(cfg: Mapping[str, Any], key: str) -> float:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"backend.{key}: must be a number > 0 (got {value!r})")
+    return float(value)
+
+
+def local_config(
+    cfg: Mapping[str, Any], *, workers: int, state_dir: Path | None = None,
+    resume_on_every_request: bool = False,
+) -> LocalConfig:  # fmt: skip
+    """Check the ``backend`` section; ``state_dir`` overrides ``backend.state_dir``."""
+    instance = _int(cfg, "instance", 0, MAX_INSTANCE)
+    port, admin_port = _int(cfg, "port", 1, 65535), _int(cfg, "admin_port", 1, 65535)
+    if port == admin_port:
+        raise ValueError("backend.admin_port: must differ from backend.port")
+    template = cfg.get("template")
+    if template not in ("counter", "agent"):
+        raise ValueError(f"backend.template: unknown {template!r}; allowed: counter, agent")
+    duration = cfg.get("duration_s")
+    settings = LocalSettings(
+        state_dir=Path(state_dir if state_dir is not None else str(cfg.get("state_dir"))),
+        runtime_dir=RUN_BASE / str(instance),
+        instance=instance,
+        workers=workers,
+        python=str(cfg.get("python", "/usr/bin/python3")),
+        agent_state_mb=_int(cfg, "agent_state_mb", 1, 4096),
+        activation_timeout_s=_pos(cfg, "activation_timeout_s"),
+        request_timeout_s=_pos(cfg, "request_timeout_s"),
+        sample_interval_s=_pos(cfg, "sample_interval_s"),
+        resume_on_every_request=resume_on_every_request,
+    )
+    return LocalConfig(
+        settings=settings,
+        port=port,
+        admin_port=admin_port,
+        actor_domain=str(cfg.get("actor_domain", "actors.local")),
+        admin_token=None if cfg.get("admin_token") is None else str(cfg["admin_token"]),
+        template=str(template),
+        max_body_bytes=_int(cfg, "max_body_bytes", 1, 1 << 30),
+        duration_s=None if duration is None else _pos(cfg, "duration_s"),
+    )
+
+
+def runsc_unusable_reason(python: str = "/usr/bin/python3") -> str | None:
+    """Why real gVisor sandboxes cannot run here, or None if they can."""
+    if not sys.platform.startswith("linux"):
+        return f"gVisor needs Linux (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return "the local backend needs root (network namespaces, runsc)"
+    for tool in ("runsc", "ip", "nsenter", "unshare"):
+        if shutil.which(tool) is None:
+            hint = " (apt-get update && apt-get install -y runsc)" if tool == "runsc" else ""
+            return f"{tool} is not installed{hint}"
+    if not Path(python).exists():
+        return f"{python} (the Python actors run inside the sandbox) does not exist"
+    return None

@@ -1,0 +1,1 @@
+"""Actor programs that run inside gVisor sandboxes (standard library only)."""

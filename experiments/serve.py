@@ -1,0 +1,109 @@
+"""``actormux serve backend=local [overrides]``: the control plane and router, until Ctrl-C.
+
+Runs the configured policies on ``cluster.workers`` real gVisor worker slots; the
+router listens on 127.0.0.1:``backend.port`` (actors as ``Host: <actor>.actors.local``)
+and the admin API on 127.0.0.1:``backend.admin_port`` (``actormux admin --help``).
+State (SQLite, snapshots) lives in ``backend.state_dir`` and survives restarts. Ctrl-C
+or SIGTERM checkpoints every running actor and removes the namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+from aiohttp import web
+from omegaconf import DictConfig, OmegaConf
+
+from backends.local.driver import LocalBackend
+from backends.local.router import admin_app, data_app
+from backends.local.settings import LocalConfig, local_config, runsc_unusable_reason
+from experiments.app import CONF_DIR, build_or_exit
+from experiments.build import RunSpec
+
+
+def admin_token(lc: LocalConfig) -> str:
+    """The configured token, or one generated into ``<run dir>/admin_token`` (0600)."""
+    if lc.admin_token:
+        return lc.admin_token
+    path = lc.settings.runtime_dir / "admin_token"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+async def start_site(app: web.Application, port: int) -> web.AppRunner:
+    """Serve ``app`` on 127.0.0.1:``port``."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def serve(spec: RunSpec, lc: LocalConfig) -> None:
+    """Run until SIGINT or SIGTERM, then save running actors and tear down."""
+    backend = LocalBackend(lc.settings, spec.make_controller())
+    runners: list[web.AppRunner] = []
+    try:
+        await backend.prepare()
+        backend.open()
+        token = admin_token(lc)
+        runners.append(
+            await start_site(
+                data_app(backend, domain=lc.actor_domain, max_body_bytes=lc.max_body_bytes), lc.port
+            )
+        )
+        runners.append(await start_site(admin_app(backend, token=token), lc.admin_port))
+        print(f"router: http://127.0.0.1:{lc.port}  (Host: <actor>.{lc.actor_domain})")
+        print(
+            f"admin:  http://127.0.0.1:{lc.admin_port}  (token: "
+            f"{lc.settings.runtime_dir / 'admin_token' if not lc.admin_token else 'as configured'})"
+        )
+        print(
+            f"{len(backend.workers)} workers, {len(backend.ctl.actors())} actors, "
+            f"state in {lc.settings.state_dir}; Ctrl-C to stop",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("stopping: checkpointing running actors ...", flush=True)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        await backend.close(save=True)
+    print("stopped; state kept in", lc.settings.state_dir)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def run_serve(cfg: DictConfig) -> None:
+    """The ``actormux serve`` Hydra app."""
+    spec = build_or_exit(cfg)
+    if spec.backend != "local":
+        print("actormux serve: needs backend=local", file=sys.stderr)
+        sys.exit(2)
+    try:
+        lc = local_config(
+            OmegaConf.to_container(cfg.backend, resolve=True),  # type: ignore[arg-type]
+            workers=spec.workers,
+            resume_on_every_request=spec.resume_on_every_request,
+        )
+    except ValueError as e:
+        print(f"actormux: bad config: {e}", file=sys.stderr)
+        sys.exit(2)
+    reason = runsc_unusable_reason(lc.settings.python)
+    if reason:
+        print(f"actormux serve: cannot run gVisor here: {reason}", file=sys.stderr)
+        sys.exit(2)
+    Path(lc.settings.state_dir).mkdir(parents=True, exist_ok=True)
+    asyncio.run(serve(spec, lc))

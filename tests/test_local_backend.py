@@ -1,0 +1,350 @@
+"""The local backend with real gVisor sandboxes (runsc), real namespaces, real HTTP.
+
+These run for real in CI (``.ci/run`` installs runsc); elsewhere they skip, saying
+why, when runsc cannot run (not Linux, not root, runsc missing). They use backend
+instance 7, so they never touch a developer's instance 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from backends.local.cleanup import cleanup, leftovers
+from backends.local.driver import LocalBackend, LocalSettings
+from backends.local.names import BadActorId, actor_from_host, check_actor_id
+from backends.local.router import admin_app, data_app
+from backends.local.settings import runsc_unusable_reason
+from control.controller import Controller
+from control.messages import SuspendRequested
+from control.policies import IdleTimeout, Lazy, LruPlacement, QueueWithDeadline
+
+INSTANCE = 7
+ROOT = Path(__file__).resolve().parent.parent
+ACTORMUX = str(Path(sys.executable).parent / "actormux")
+TOKEN = "test-token"
+
+
+@pytest.fixture(autouse=True)
+def gvisor():
+    reason = runsc_unusable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"gVisor tests must run in CI, but: {reason}")
+        pytest.skip(f"gVisor cannot run here: {reason}")
+    cleanup(INSTANCE)
+    yield
+    cleanup(INSTANCE)
+    assert leftovers(INSTANCE) == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Harness:
+    """A backend with its router and admin API on free loopback ports."""
+
+    def __init__(self, backend: LocalBackend, port: int, admin_port: int) -> None:
+        self.backend = backend
+        self.url = f"http://127.0.0.1:{port}"
+        self.admin = f"http://127.0.0.1:{admin_port}"
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+
+    async def call(self, actor: str, method: str = "POST", body: bytes = b"", **headers: str):
+        async with self.session.request(
+            method, self.url + "/", data=body, headers={"Host": f"{actor}.actors.local", **headers}
+        ) as resp:
+            return resp.status, await resp.read(), resp.headers
+
+    async def suspend(self, actor: str) -> None:
+        assert self.backend.admin(SuspendRequested(actor)).ok
+        while self.backend.ctl.actor(actor).state != "suspended":
+            await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def harness(tmp_path: Path, *, workers: int = 2, suspension=None) -> AsyncIterator[Harness]:
+    settings = LocalSettings(
+        state_dir=tmp_path / "state", runtime_dir=Path(f"/run/actormux/{INSTANCE}"),
+        instance=INSTANCE, workers=workers, agent_state_mb=8,
+    )  # fmt: skip
+    controller = Controller(
+        LruPlacement(), suspension or Lazy(), QueueWithDeadline(20.0), router_timeout_s=30.0
+    )
+    backend = LocalBackend(settings, controller)
+    runners = []
+    await backend.prepare()
+    backend.open()
+    try:
+        port, admin_port = free_port(), free_port()
+        for app, p in [
+            (data_app(backend, domain="actors.local", max_body_bytes=1024), port),
+            (admin_app(backend, token=TOKEN), admin_port),
+        ]:
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", p).start()
+            runners.append(runner)
+        h = Harness(backend, port, admin_port)
+        try:
+            yield h
+        finally:
+            await h.session.close()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        await backend.close(save=False)
+
+
+def test_counter_and_agent_survive_20_suspend_resume_cycles(tmp_path):
+    async def body():
+        async with harness(tmp_path) as h:
+            h.backend.create_actor("c1", "counter")
+            h.backend.create_actor("g1", "agent")
+            sent = []
+            for cycle in range(20):
+                status, data, _ = await h.call("c1")
+                assert status == 200 and json.loads(data)["count"] == cycle + 1
+                entry = f"turn {cycle}: tool call".encode()
+                sent.append(entry)
+                status, data, _ = await h.call("g1", body=entry)
+                assert status == 200 and json.loads(data)["count"] == cycle + 1
+                await h.suspend("c1")
+                await h.suspend("g1")
+            status, data, _ = await h.call("g1", "GET")
+            state = json.loads(data)
+            digest = hashlib.sha256(b"".join(e + b"\n" for e in sent)).hexdigest()
+            assert state == {"count": 20, "digest": digest}
+            async with h.session.get(h.url + "/verify", headers={"Host": "g1.actors.local"}) as r:
+                assert (await r.json())["ballast_ok"] is True
+            status, data, _ = await h.call("c1", "GET")
+            assert json.loads(data)["count"] == 20
+            # one cold start, then a restore per cycle; a checkpoint per cycle
+            acts = [a for a in h.backend.records.activations if a[0] == "c1"]
+            assert [a[4] for a in acts] == [True] + [False] * 20
+            assert len([c for c in h.backend.records.checkpoints if c[0] == "g1"]) == 20
+            assert h.backend.double_activations() == 0
+
+    asyncio.run(body())
+
+
+def test_request_to_a_suspended_actor_is_held_and_answered(tmp_path):
+    async def body():
+        async with harness(tmp_path) as h:
+            h.backend.create_actor("c1", "counter")
+            await h.call("c1")
+            await h.suspend("c1")
+            start = time.monotonic()
+            status, data, headers = await h.call("c1")
+            assert status == 200 and json.loads(data)["count"] == 2
+            assert headers["X-Actormux-Activated"] == "1"
+            assert float(headers["X-Actormux-Activation-S"]) > 0.05  # it waited for a restore
+            assert time.monotonic() - start >= float(headers["X-Actormux-Activation-S"])
+            status, _, headers = await h.call("c1")
+            assert status == 200 and headers["X-Actormux-Activated"] == "0"
+
+    asyncio.run(body())
+
+
+def test_twenty_concurrent_requests_to_a_suspended_actor_cause_one_activation(tmp_path):
+    async def body():
+        async with harness(tmp_path) as h:
+            h.backend.create_actor("c1", "counter")
+            await h.call("c1")
+            await h.suspend("c1")
+            before = len(h.backend.records.activations)
+            results = await asyncio.gather(*(h.call("c1") for _ in range(20)))
+            assert all(status == 200 for status, _, _ in results)
+            counts = sorted(json.loads(data)["count"] for _, data, _ in results)
+            assert counts == list(range(2, 22))  # every increment applied exactly once
+            assert len(h.backend.records.activations) - before == 1
+
+    asyncio.run(body())
+
+
+def test_bad_input_is_refused_clearly(tmp_path):
+    async def body():
+        async with harness(tmp_path) as h:
+            h.backend.create_actor("c1", "counter")
+            assert (await h.call("nobody"))[0] == 404
+            for host in ("c1", "c1.example.com", "C_1.actors.local", "..actors.local", "[::1]"):
+                async with h.session.post(h.url + "/", headers={"Host": host}) as r:
+                    assert r.status == 400, host
+            status, _, _ = await h.call("c1", body=b"x" * 2048)  # limit: 1024 bytes
+            assert status == 413
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            async with h.session.get(h.admin + "/actors") as r:
+                assert r.status == 401  # no token
+            for bad in ("../etc", "a;rm -rf /", "a b", "-a", "a" * 41, "A1", "x/y", "$(id)"):
+                async with h.session.post(
+                    h.admin + "/actors", json={"id": bad, "template": "counter"}, headers=auth
+                ) as r:
+                    assert r.status == 400, bad
+                    assert "bad actor id" in (await r.json())["error"]
+            async with h.session.post(h.admin + "/actors", json={"id": "c1"}, headers=auth) as r:
+                assert r.status == 409
+            async with h.session.post(
+                h.admin + "/actors", json={"id": "c2", "template": "nope"}, headers=auth
+            ) as r:
+                assert r.status == 400
+            async with h.session.post(h.admin + "/actors", json={"id": "c2"}, headers=auth) as r:
+                assert r.status == 201 and (await r.json())["state"] == "suspended"
+            assert not (Path(h.backend.store.root) / "..etc").exists()
+
+    asyncio.run(body())
+
+
+def test_actor_ids_and_hosts_are_checked():
+    assert check_actor_id("a-1") == "a-1"
+    assert actor_from_host("a-1.actors.local:8000", "actors.local") == "a-1"
+    for bad in ("", "a.b", "a/b", "a\x00", "é"):
+        with pytest.raises(BadActorId):
+            check_actor_id(bad)
+
+
+def test_idle_timeout_suspends_through_the_real_backend(tmp_path):
+    async def body():
+        async with harness(tmp_path, suspension=IdleTimeout(0.5)) as h:
+            h.backend.create_actor("c1", "counter")
+            await h.call("c1")
+            deadline = time.monotonic() + 10
+            while h.backend.ctl.actor("c1").state != "suspended":
+                assert time.monotonic() < deadline, "the idle timer never suspended it"
+                await asyncio.sleep(0.05)
+            assert h.backend.store.versions("c1") == [1]
+
+    asyncio.run(body())
+
+
+def serve_process(tmp_path: Path, port: int, admin_port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [ACTORMUX, "serve", "backend=local", f"backend.instance={INSTANCE}",
+         f"backend.port={port}", f"backend.admin_port={admin_port}",
+         f"backend.state_dir={tmp_path / 'state'}", f"backend.admin_token={TOKEN}",
+         "cluster.workers=2", "policy/suspension=lazy", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def admin(admin_port: int, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [ACTORMUX, "admin", "--url", f"http://127.0.0.1:{admin_port}", "--token", TOKEN, *args],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+def wait_for(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError("serve did not start")
+
+
+def post(port: int, actor: str, method: str = "POST") -> dict:
+    import urllib.request
+
+    data = b"" if method == "POST" else None
+    headers = {"Host": f"{actor}.actors.local"}
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/", data=data, method=method, headers=headers
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def test_serve_survives_a_crash_and_cleanup_removes_everything(tmp_path):
+    """Kill -9 the control plane while an actor runs: a restart saves the running
+    sandbox first (no acknowledged update lost); after another crash, `actormux
+    cleanup` leaves no sandbox, namespace or run directory behind."""
+    port, admin_port = free_port(), free_port()
+    proc = serve_process(tmp_path, port, admin_port)
+    try:
+        wait_for(admin_port, proc)
+        created = admin(admin_port, "create", "k1")
+        assert created.returncode == 0, created.stdout + created.stderr
+        for _ in range(3):
+            post(port, "k1")
+        assert json.loads(admin(admin_port, "show", "k1").stdout)["state"] == "running"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert any(x.startswith("sandbox ") for x in leftovers(INSTANCE))  # the crash left it
+
+    proc = serve_process(tmp_path, port, admin_port)
+    try:
+        wait_for(port, proc)
+        assert post(port, "k1", "GET")["count"] == 3  # restored from the saved sandbox
+        post(port, "k1")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert leftovers(INSTANCE)
+    done = subprocess.run([ACTORMUX, "cleanup", "--instance", str(INSTANCE)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert leftovers(INSTANCE) == []
+
+
+def test_serve_stops_cleanly_on_sigint_and_keeps_state(tmp_path):
+    port, admin_port = free_port(), free_port()
+    proc = serve_process(tmp_path, port, admin_port)
+    try:
+        wait_for(admin_port, proc)
+        assert admin(admin_port, "create", "s1").returncode == 0
+        post(port, "s1")
+        post(port, "s1")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+    assert leftovers(INSTANCE) == []  # namespaces and sandboxes gone
+    assert (tmp_path / "state" / "snapshots" / "s1").is_dir()  # state kept
+    proc = serve_process(tmp_path, port, admin_port)
+    try:
+        wait_for(port, proc)
+        assert post(port, "s1", "GET")["count"] == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+
+
+@pytest.mark.slow
+def test_short_250_on_8_run_loses_no_update_and_never_double_activates(tmp_path):
+    proc = subprocess.run(
+        [ACTORMUX, "experiment=oversub_250_on_8", "backend=local", f"backend.instance={INSTANCE}",
+         f"backend.port={free_port()}", "backend.duration_s=45", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["actors"] == 250 and summary["workers"] == 8
+    assert summary["requests"] > 50 and summary["activations"] > 10
+    assert summary["lost_updates"] == 0
+    assert summary["unacknowledged_updates"] == 0
+    assert summary["double_activations"] == 0
+    assert summary["unreadable_actors"] == 0
+    assert summary["verified_actors"] > 10
+    assert summary["client_requests"] == summary["requests"]
+    assert "Real vs simulated" in (tmp_path / "report.md").read_text()
