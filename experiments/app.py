@@ -10,6 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from backends.local.settings import LocalConfig
 from experiments.build import ConfigError, RunSpec, build
 from experiments.report import format_summary, side_by_side, write_run
 from experiments.runner import simulate
@@ -43,19 +44,22 @@ def run_experiment(cfg: DictConfig) -> None:
     print(f"report: {report}")
 
 
-def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
-    """``backend=local``: run for real, check, compare with the simulator, report."""
+def local_config_or_exit(
+    cfg: DictConfig, spec: RunSpec, *, state_dir: Path | None = None
+) -> LocalConfig:
+    """The checked ``backend: local`` section, or exit: 2 for a bad config, 3 when gVisor
+    cannot run on this machine (the message says why)."""
     from omegaconf import OmegaConf
 
     from backends.local.settings import local_config, runsc_unusable_reason
-    from experiments.local_run import run_local_experiment
 
     try:
         lc = local_config(
             OmegaConf.to_container(cfg.backend, resolve=True),  # type: ignore[arg-type]
-            workers=spec.workers, state_dir=out_dir / "state",
+            workers=spec.workers,
+            state_dir=state_dir,
             resume_on_every_request=spec.resume_on_every_request,
-        )  # fmt: skip
+        )
     except ValueError as e:
         print(f"actormux: bad config: {e}", file=sys.stderr)
         sys.exit(2)
@@ -63,6 +67,14 @@ def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
     if reason:
         print(f"actormux: backend=local cannot run here: {reason}", file=sys.stderr)
         sys.exit(3)
+    return lc
+
+
+def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
+    """``backend=local``: run for real, check, compare with the simulator, report."""
+    from experiments.local_run import run_local_experiment
+
+    lc = local_config_or_exit(cfg, spec, state_dir=out_dir / "state")
     real = run_local_experiment(spec, lc, out_dir)
     s, v = real.output.summary, real.verification
     checks = (

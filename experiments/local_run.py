@@ -38,10 +38,9 @@ from control.metrics import (
     REQUEST_COLUMNS,
     SAMPLE_COLUMNS,
     percentiles,
-    summarize,
 )
 from experiments.build import RunSpec
-from experiments.runner import RunOutput, simulate
+from experiments.runner import RunOutput, simulate, summary_of
 from experiments.serve import start_site
 from sim.engine import RunResult
 from workloads.loadtest import LocustRun, run_locust
@@ -203,20 +202,7 @@ async def _run(
         await backend.close(save=False)
         cleanup(lc.settings.instance)
         shutil.rmtree(lc.settings.state_dir, ignore_errors=True)  # this run's snapshots
-    summary = summarize(
-        result.requests,
-        result.activations,
-        experiment=spec.experiment,
-        backend="local",
-        seed=spec.seed,
-        actors=result.actors,
-        workers=result.workers,
-        duration_s=result.duration_s,
-        worker_utilization=result.worker_utilization,
-        control_plane_calls=result.control_plane_calls,
-        events=result.events,
-        wall_s=round(time.perf_counter() - started_wall, 3),
-    )
+    summary = summary_of(result, spec, backend="local", wall_s=time.perf_counter() - started_wall)
     acts = result.activations
     cold = acts["cold"].astype(bool) if len(acts["total_s"]) else np.zeros(0, bool)
     client = locust.records

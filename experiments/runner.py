@@ -21,6 +21,24 @@ class RunOutput:
     result: RunResult
 
 
+def summary_of(result: RunResult, spec: RunSpec, *, backend: str, wall_s: float) -> dict[str, Any]:
+    """The run's summary (``summary.json``) from its records."""
+    return summarize(
+        result.requests,
+        result.activations,
+        experiment=spec.experiment,
+        backend=backend,
+        seed=spec.seed,
+        actors=result.actors,
+        workers=result.workers,
+        duration_s=result.duration_s,
+        worker_utilization=result.worker_utilization,
+        control_plane_calls=result.control_plane_calls,
+        events=result.events,
+        wall_s=round(wall_s, 3),
+    )
+
+
 def make_simulation(spec: RunSpec, progress: Callable[[float], None] | None = None) -> Simulation:
     """A ready-to-run simulation of ``spec`` with a fresh controller."""
     return Simulation(
@@ -65,18 +83,5 @@ def simulate(spec: RunSpec) -> RunOutput:
         if bar is not None:
             bar.close()
     wall_s = time.perf_counter() - started
-    summary = summarize(
-        result.requests,
-        result.activations,
-        experiment=spec.experiment,
-        backend=spec.backend,
-        seed=spec.seed,
-        actors=result.actors,
-        workers=result.workers,
-        duration_s=result.duration_s,
-        worker_utilization=result.worker_utilization,
-        control_plane_calls=result.control_plane_calls,
-        events=result.events,
-        wall_s=round(wall_s, 3),
-    )
+    summary = summary_of(result, spec, backend=spec.backend, wall_s=wall_s)
     return RunOutput(summary, result)

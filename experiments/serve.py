@@ -18,12 +18,12 @@ from pathlib import Path
 
 import hydra
 from aiohttp import web
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from backends.local.driver import LocalBackend
 from backends.local.router import admin_app, data_app
-from backends.local.settings import LocalConfig, local_config, runsc_unusable_reason
-from experiments.app import CONF_DIR, build_or_exit
+from backends.local.settings import LocalConfig
+from experiments.app import CONF_DIR, build_or_exit, local_config_or_exit
 from experiments.build import RunSpec
 
 
@@ -92,18 +92,6 @@ def run_serve(cfg: DictConfig) -> None:
     if spec.backend != "local":
         print("actormux serve: needs backend=local", file=sys.stderr)
         sys.exit(2)
-    try:
-        lc = local_config(
-            OmegaConf.to_container(cfg.backend, resolve=True),  # type: ignore[arg-type]
-            workers=spec.workers,
-            resume_on_every_request=spec.resume_on_every_request,
-        )
-    except ValueError as e:
-        print(f"actormux: bad config: {e}", file=sys.stderr)
-        sys.exit(2)
-    reason = runsc_unusable_reason(lc.settings.python)
-    if reason:
-        print(f"actormux serve: cannot run gVisor here: {reason}", file=sys.stderr)
-        sys.exit(2)
+    lc = local_config_or_exit(cfg, spec)
     Path(lc.settings.state_dir).mkdir(parents=True, exist_ok=True)
     asyncio.run(serve(spec, lc))
