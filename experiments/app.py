@@ -75,6 +75,11 @@ def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
     from experiments.local_run import run_local_experiment
 
     lc = local_config_or_exit(cfg, spec, state_dir=out_dir / "state")
+    if cfg.get("fidelity") is not None:
+        from experiments.fidelity import run_fidelity
+
+        run_fidelity(cfg, spec, lc, out_dir)
+        return
     real = run_local_experiment(spec, lc, out_dir)
     s, v = real.output.summary, real.verification
     checks = (

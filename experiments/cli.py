@@ -6,6 +6,11 @@
     actormux serve backend=local [...]     real gVisor actors behind a router, until Ctrl-C
     actormux admin COMMAND ...             operate a running `serve` (list, create, suspend, ...)
     actormux cleanup [--instance N]        remove every sandbox and namespace actormux created
+    actormux calibrate RUN_DIR [--name N]  fit conf/latency/N.yaml to a run's records
+    actormux collect SWEEP_DIR             one table and plots from a multirun sweep
+    actormux plan [overrides]              fewest workers meeting an SLO (plan.actors=[...])
+    actormux bench SUITE [backend=...]     a regression suite against its baseline
+    actormux bench-report [HISTORY]        plots of a bench history
 
 Overrides are Hydra's (``experiment=oversub_250_on_8 policy=substrate``); ``actormux
 --help`` lists the config groups.
@@ -21,15 +26,21 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "workload-report": ("experiments.workload_report", "run_workload_report"),
     "locust": ("experiments.loadgen", "run_locust_app"),
     "serve": ("experiments.serve", "run_serve"),
+    "plan": ("experiments.planner", "run_plan"),
 }
 PLAIN: dict[str, tuple[str, str]] = {  # argparse commands, no Hydra config
     "cleanup": ("experiments.ops", "cleanup_main"),
     "admin": ("experiments.ops", "admin_main"),
+    "calibrate": ("experiments.calibrate", "main"),
+    "collect": ("experiments.collect", "main"),
+    "bench": ("experiments.bench", "bench_main"),
+    "bench-report": ("experiments.bench", "report_main"),
 }
 RUN_DIRS = {
     "workload-report": "reports/workload/${workload.name}/${now:%Y-%m-%d_%H-%M-%S}",
     "locust": "reports/locust/${workload.name}/${now:%Y-%m-%d_%H-%M-%S}",
     "serve": "reports/serve/${now:%Y-%m-%d_%H-%M-%S}",
+    "plan": "reports/plan/${now:%Y-%m-%d_%H-%M-%S}",
 }
 
 

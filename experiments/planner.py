@@ -1,0 +1,185 @@
+"""Capacity planning: the fewest workers that meet an SLO, found by simulation.
+
+``plan(overrides, actors=..., slo=...)`` simulates the configured workload and
+policies for ``actors`` actors and searches for the smallest worker count whose runs
+meet the SLO for *every* seed in ``seeds`` (so one lucky seed does not decide): it
+doubles the workers until the SLO holds, then bisects. More workers never make the
+modelled system worse, which the search relies on. Nodes grow with the workers
+(``workers_per_node``), so CPU contention per node stays as on the calibrated machine.
+
+``actormux plan [overrides] plan.actors=[250,1000,10000]`` prints the answer.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.build import build
+from experiments.runner import simulate
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@dataclass(frozen=True)
+class SLO:
+    """What "good enough" means: activation p99 and the share of failed requests."""
+
+    activation_p99_s: float = 1.0
+    max_failed_fraction: float = 0.001
+
+    def met(self, summary: dict[str, Any]) -> bool:
+        """Does one run's summary meet the SLO?"""
+        requests = summary["requests"] or 1
+        failed = (summary["rejected"] + summary["timed_out"]) / requests
+        p99 = summary["activation_latency_s"]["p99"]
+        return failed <= self.max_failed_fraction and (p99 is None or p99 <= self.activation_p99_s)
+
+
+@dataclass
+class Trial:
+    """One simulated run of the search."""
+
+    workers: int
+    seed: int
+    activation_p99_s: float | None
+    failed_fraction: float
+    met: bool
+
+
+@dataclass
+class PlanResult:
+    """The answer, and every run that led to it."""
+
+    actors: int
+    workers: int | None  # None: not met even at max_workers
+    slo: SLO
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def oversubscription(self) -> float | None:
+        """Actors per worker at the answer."""
+        return None if not self.workers else self.actors / self.workers
+
+
+Evaluate = Callable[[int, int], dict[str, Any]]
+
+
+def search(
+    actors: int, evaluate: Evaluate, slo: SLO, seeds: Sequence[int], max_workers: int
+) -> PlanResult:
+    """Doubling, then bisection, over worker counts (``evaluate(workers, seed)`` -> summary)."""
+    result = PlanResult(actors, None, slo)
+    verdicts: dict[int, bool] = {}
+
+    def ok(workers: int) -> bool:
+        if workers not in verdicts:
+            good = True
+            for seed in seeds:
+                s = evaluate(workers, seed)
+                requests = s["requests"] or 1
+                met = slo.met(s)
+                failed = (s["rejected"] + s["timed_out"]) / requests
+                p99 = s["activation_latency_s"]["p99"]
+                result.trials.append(Trial(workers, seed, p99, failed, met))
+                if not met:
+                    good = False
+                    break  # one failing seed is enough
+            verdicts[workers] = good
+        return verdicts[workers]
+
+    hi = max(1, min(max_workers, math.ceil(actors / 64)))
+    lo = 0  # largest known-bad worker count
+    while not ok(hi):
+        if hi >= max_workers:
+            return result
+        lo, hi = hi, min(max_workers, hi * 2)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    result.workers = hi
+    return result
+
+
+def plan(
+    overrides: Sequence[str],
+    *,
+    actors: int,
+    slo: SLO,
+    seeds: Sequence[int] = (0, 1, 2),
+    workers_per_node: int = 8,
+    max_workers: int | None = None,
+) -> PlanResult:
+    """The fewest workers for ``actors`` actors under the configured workload and policies."""
+
+    def evaluate(workers: int, seed: int) -> dict[str, Any]:
+        nodes = max(1, math.ceil(workers / workers_per_node))
+        run = [
+            *overrides,
+            f"workload.actors={actors}",
+            f"cluster.workers={workers}",
+            f"cluster.nodes={nodes}",
+            f"seed={seed}",
+            "backend.progress=false",
+        ]
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app
+            cfg = compose("config", overrides=run)
+        else:
+            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+                cfg = compose("config", overrides=run)
+        return simulate(build(cfg)).summary
+
+    return search(actors, evaluate, slo, seeds, max_workers or actors)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def run_plan(cfg: DictConfig) -> None:
+    """``actormux plan``: answer for each of ``plan.actors``."""
+    p = cfg.plan
+    slo = SLO(float(p.activation_p99_s), float(p.max_failed_fraction))
+    overrides = [o for o in _task_overrides() if not o.lstrip("+~").startswith(_PLANNED)]
+    print(
+        f"SLO: activation p99 <= {slo.activation_p99_s} s and failed <= "
+        f"{100 * slo.max_failed_fraction:g}% in each of {int(p.seeds)} seeds"
+    )
+    for actors in list(p.actors):
+        result = plan(
+            overrides,
+            actors=int(actors),
+            slo=slo,
+            seeds=range(int(p.seeds)),
+            workers_per_node=int(p.workers_per_node),
+            max_workers=None if p.max_workers is None else int(p.max_workers),
+        )
+        tried = sorted({t.workers for t in result.trials})
+        answer = "not met" if result.workers is None else f"{result.workers} workers"
+        over = "" if result.oversubscription is None else f" ({result.oversubscription:.1f}x)"
+        print(f"{int(actors):>8,} actors: {answer}{over}  (tried {tried})", flush=True)
+
+
+_PLANNED = ("plan.", "hydra.", "workload.actors", "cluster.", "seed")  # set by the search
+
+
+def _task_overrides() -> list[str]:
+    """The command line's overrides of the running Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    task = HydraConfig.get().overrides.task
+    return [str(o) for o in OmegaConf.to_container(task)]  # type: ignore[union-attr]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run_plan()
+    sys.exit(0)
