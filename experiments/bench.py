@@ -11,7 +11,7 @@ new baseline. ``bench-report`` plots a history.
 In CI against a real system, run the suite with the backend there and keep the history
 as a build artifact, e.g.::
 
-    sudo .venv/bin/actormux bench local backend=local --history $ARTIFACTS/local.jsonl
+    sudo .venv/bin/actormux bench real backend=local --history $ARTIFACTS/real-local.jsonl
 """
 
 from __future__ import annotations
