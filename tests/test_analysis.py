@@ -26,6 +26,13 @@ from workloads.shapes import Waves
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTORMUX = str(Path(sys.executable).parent / "actormux")
+
+
+def actormux(*args: str) -> subprocess.CompletedProcess:
+    """Run the ``actormux`` command from the project root; never raises on failure."""
+    return subprocess.run([ACTORMUX, *args], cwd=ROOT, capture_output=True, text=True, check=False)
+
+
 TRUTH = {
     "restore": {"fixed": "lognormal(median=0.25, sigma=0.1)", "mib_per_s": 500, "ready": 0},
     "checkpoint": {"fixed": "lognormal(median=0.1, sigma=0.1)", "mib_per_s": 800},
@@ -89,20 +96,9 @@ def test_calibration_keeps_priors_it_cannot_identify():
 
 def test_calibrate_command_writes_a_profile_the_simulator_accepts(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [ACTORMUX, "experiment=oversub_250_on_8", "duration_s=300", f"hydra.run.dir={run_dir}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = actormux("experiment=oversub_250_on_8", "duration_s=300", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run(
-        [ACTORMUX, "calibrate", str(run_dir), "--name", "fitted", "--out-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = actormux("calibrate", str(run_dir), "--name", "fitted", "--out-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     profile = yaml.safe_load((tmp_path / "fitted.yaml").read_text())
     model = latency_from_config(profile)  # a valid latency profile
@@ -113,34 +109,23 @@ def test_calibrate_command_writes_a_profile_the_simulator_accepts(tmp_path):
 
 
 def test_calibrate_refuses_a_non_run_directory(tmp_path):
-    proc = subprocess.run(
-        [ACTORMUX, "calibrate", str(tmp_path)], capture_output=True, text=True, check=False
-    )
+    proc = actormux("calibrate", str(tmp_path))
     assert proc.returncode == 2 and "activations.parquet" in proc.stderr
 
 
 @pytest.mark.slow
 def test_collect_gathers_a_2x2_sweep(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
-        [
-            ACTORMUX,
-            "-m",
-            "experiment=oversub_250_on_8",
-            "duration_s=120",
-            "policy=default,substrate",
-            "cluster.workers=4,8",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+    proc = actormux(
+        "-m",
+        "experiment=oversub_250_on_8",
+        "duration_s=120",
+        "policy=default,substrate",
+        "cluster.workers=4,8",
+        f"hydra.sweep.dir={sweep}",
     )
     assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run(
-        [ACTORMUX, "collect", str(sweep)], capture_output=True, text=True, check=False
-    )
+    proc = actormux("collect", str(sweep))
     assert proc.returncode == 0, proc.stderr
     frame = pd.read_parquet(sweep / "sweep.parquet")
     assert len(frame) == 4
@@ -201,24 +186,17 @@ def test_bench_passes_against_its_own_baseline_and_fails_against_a_stricter_one(
     baseline, history = tmp_path / "baseline.json", tmp_path / "history.jsonl"
 
     def bench(*flags):
-        return subprocess.run(
-            [
-                ACTORMUX,
-                "bench",
-                "core",
-                "backend=sim",
-                "--baseline",
-                str(baseline),
-                "--history",
-                str(history),
-                "--out",
-                str(tmp_path / "out.json"),
-                *flags,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
+        return actormux(
+            "bench",
+            "core",
+            "backend=sim",
+            "--baseline",
+            str(baseline),
+            "--history",
+            str(history),
+            "--out",
+            str(tmp_path / "out.json"),
+            *flags,
         )
 
     assert bench("--update-baseline").returncode == 0
@@ -232,12 +210,7 @@ def test_bench_passes_against_its_own_baseline_and_fails_against_a_stricter_one(
     assert worse.returncode == 1
     assert "REGRESSION oversub_250_on_8: activation_latency_s.p99" in worse.stderr
     assert len(history.read_text().splitlines()) == 3
-    report = subprocess.run(
-        [ACTORMUX, "bench-report", str(history), "--out-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    report = actormux("bench-report", str(history), "--out-dir", str(tmp_path))
     assert report.returncode == 0
     assert list(tmp_path.glob("history-*.png"))
 
