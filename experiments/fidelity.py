@@ -265,7 +265,9 @@ def run_fidelity(cfg: DictConfig, spec: RunSpec, lc: LocalConfig, out_dir: Path)
     real = run_local_experiment(spec, lc, out_dir)
     print("3/3 simulating the same requests with the calibrated profile ...", file=sys.stderr)
     duration = real.output.result.duration_s
-    sim_cal = simulate(replace(spec, duration_s=duration, latency=calibrated, progress=False))
+    sim_cal = simulate(
+        replace(spec, workload=real.plan, duration_s=duration, latency=calibrated, progress=False)
+    )
     samples = {
         "activation_latency_s": _latencies(real.output.result, "activations"),
         "request_latency_s": _latencies(real.output.result, "requests"),

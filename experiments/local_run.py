@@ -29,9 +29,10 @@ import aiohttp
 import numpy as np
 
 from backends.local.cleanup import cleanup
-from backends.local.driver import LocalBackend
+from backends.local.driver import LocalBackend, LocalSettings, agent_template_name
 from backends.local.router import data_app
 from backends.local.settings import LocalConfig
+from backends.local.store import image_bytes
 from control.metrics import (
     ACTIVATION_COLUMNS,
     CHECKPOINT_COLUMNS,
@@ -98,6 +99,36 @@ async def read_back(
     return found
 
 
+def actor_templates(template: str, settings: LocalSettings, actors: int) -> list[str]:
+    """Each actor's template: ``template``, or, for ``agent`` with several state sizes,
+    ``agent-<MiB>`` with the sizes taken in turn (so snapshot sizes vary)."""
+    sizes = settings.agent_state_mb
+    if template != "agent" or isinstance(sizes, int) or len(sizes) == 1:
+        return [template] * actors
+    return [agent_template_name(sizes[i % len(sizes)]) for i in range(actors)]
+
+
+def real_snapshot_bytes(
+    planned: np.ndarray,
+    templates: dict[str, str],
+    golden: dict[str, int],
+    checkpoints: dict[str, Any],
+) -> np.ndarray:
+    """Each actor's snapshot size as the run measured it, for the simulator to use:
+    its template's golden image, else that template's median checkpoint, else as
+    planned. ``templates`` maps actor ids, in population order, to templates."""
+    sizes = np.asarray(planned, dtype=np.int64).copy()
+    written: dict[str, list[int]] = {}
+    for actor, size in zip(checkpoints["actor"], checkpoints["snapshot_bytes"], strict=True):
+        written.setdefault(templates[str(actor)], []).append(int(size))
+    for i, t in enumerate(templates.values()):
+        if t in golden:
+            sizes[i] = golden[t]
+        elif t in written:
+            sizes[i] = int(np.median(written[t]))
+    return sizes
+
+
 def verify(
     plan: Plan, locust: LocustRun, held: dict[str, dict[str, Any] | None], template: str
 ) -> Verification:
@@ -112,7 +143,7 @@ def verify(
         count = int(state["count"])
         lost += max(0, acked[actor] - count)
         extra += max(0, count - acked[actor])
-        if template == "agent" and state.get("digest") != expected_digest(count):
+        if template.startswith("agent") and state.get("digest") != expected_digest(count):
             digests += 1
     return Verification(len(held), lost, extra, digests, unreadable)
 
@@ -122,6 +153,7 @@ class LocalOutput:
     """A real run's summary, records and the comparison with the simulator."""
 
     output: RunOutput
+    plan: Plan  # the requests played, with each actor's snapshot size as measured
     locust: LocustRun
     verification: Verification
     simulated: RunOutput
@@ -129,22 +161,24 @@ class LocalOutput:
 
 async def _run(
     spec: RunSpec, lc: LocalConfig, plan: Plan, out_dir: Path
-) -> tuple[RunOutput, LocustRun, Verification]:
+) -> tuple[RunOutput, LocustRun, Verification, np.ndarray]:
     backend = LocalBackend(lc.settings, spec.make_controller())
     runner = None
     started_wall = time.perf_counter()
     try:
         await backend.prepare()
         pop = plan.population
-        golden = None
+        chosen = actor_templates(lc.template, lc.settings, len(pop))
+        templates = dict(zip(pop.ids, chosen, strict=True))
+        golden: dict[str, Path] = {}
         if (pop.snapshot_version > 0).any():
-            print("making the golden snapshot ...", file=sys.stderr, flush=True)
-            golden = await backend.golden_image(lc.template)
+            for t in sorted(set(templates.values())):
+                print(f"making the golden snapshot of {t} ...", file=sys.stderr, flush=True)
+                golden[t] = await backend.golden_image(t)
         backend.open()
         for i, actor in enumerate(pop.ids):
-            backend.create_actor(
-                actor, lc.template, golden=golden if pop.snapshot_version[i] else None
-            )
+            start_from = golden[templates[actor]] if pop.snapshot_version[i] else None
+            backend.create_actor(actor, templates[actor], golden=start_from)
         runner = await start_site(
             data_app(backend, domain=lc.actor_domain, max_body_bytes=lc.max_body_bytes), lc.port
         )
@@ -178,6 +212,12 @@ async def _run(
         print(f"reading back {len(requested)} actors ...", file=sys.stderr, flush=True)
         held = await read_back(lc.port, lc.actor_domain, requested, parallel=lc.settings.workers)
         verification = verify(plan, locust, held, lc.template)
+        sizes = real_snapshot_bytes(
+            pop.snapshot_bytes,
+            templates,
+            {t: image_bytes(path) for t, path in golden.items()},
+            _table(CHECKPOINT_COLUMNS, rec.checkpoints[:n_ckpt]),
+        )
         double = backend.double_activations()
         cp_calls = backend.control_plane_calls
         result = RunResult(
@@ -230,7 +270,7 @@ async def _run(
             "template": lc.template,
         }
     )
-    return RunOutput(summary, result), locust, verification
+    return RunOutput(summary, result), locust, verification, sizes
 
 
 def _shift(table: dict[str, np.ndarray], column: str, by: float) -> dict[str, np.ndarray]:
@@ -246,5 +286,8 @@ def run_local_experiment(spec: RunSpec, lc: LocalConfig, out_dir: Path) -> Local
     spec = replace(spec, duration_s=duration)
     plan = Plan.materialize(spec.workload, duration, spec.seed)
     cleanup(lc.settings.instance)  # leftovers of an earlier crash of this instance
-    output, locust, verification = asyncio.run(_run(spec, lc, plan, out_dir))
-    return LocalOutput(output, locust, verification, simulate(replace(spec, progress=False)))
+    output, locust, verification, sizes = asyncio.run(_run(spec, lc, plan, out_dir))
+    # The simulator plays the same requests with the snapshot sizes the run measured.
+    played = replace(plan, population=replace(plan.population, snapshot_bytes=sizes))
+    simulated = simulate(replace(spec, workload=played, progress=False))
+    return LocalOutput(output, played, locust, verification, simulated)

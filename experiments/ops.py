@@ -73,7 +73,11 @@ def admin_main(argv: list[str]) -> int:
     sub.add_parser("stats", help="counters")
     create = sub.add_parser("create", help="create an actor")
     create.add_argument("actor")
-    create.add_argument("--template", default="counter", choices=["counter", "agent"])
+    create.add_argument(
+        "--template",
+        default="counter",
+        help="counter, agent or agent-<MiB> (one per backend.agent_state_mb); default counter",
+    )
     for name in ("show", "suspend", "resume", "delete"):
         sub.add_parser(name, help=f"{name} an actor").add_argument("actor")
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import pandas as pd
 import pytest
 from aiohttp import web
 
@@ -348,3 +349,26 @@ def test_short_250_on_8_run_loses_no_update_and_never_double_activates(tmp_path)
     assert summary["verified_actors"] > 10
     assert summary["client_requests"] == summary["requests"]
     assert "Real vs simulated" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_agents_of_two_state_sizes_keep_their_state_and_their_snapshot_sizes(tmp_path):
+    proc = subprocess.run(
+        [ACTORMUX, "experiment=oversub_250_on_8", "backend=local", f"backend.instance={INSTANCE}",
+         f"backend.port={free_port()}", "backend.duration_s=30", f"hydra.run.dir={tmp_path}",
+         "backend.template=agent", "backend.agent_state_mb=[4,40]", "workload=bursty",
+         "workload.actors=16", "cluster.workers=4",
+         "workload.think_time='lognormal(median=8, sigma=0.5)'"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["lost_updates"] == summary["digest_mismatches"] == 0
+    assert summary["double_activations"] == summary["unreadable_actors"] == 0
+    acts = pd.read_parquet(tmp_path / "activations.parquet")
+    restored = acts[~acts["cold"].astype(bool)]
+    # Even-numbered actors hold 4 MiB, odd ones 40: their images differ by about 36 MiB.
+    parity = restored["actor"].str[-1].astype(int) % 2
+    mib = restored.groupby(parity)["snapshot_bytes"].median() / 2**20
+    assert set(parity) == {0, 1}
+    assert 30 < mib[1] - mib[0] < 42, mib

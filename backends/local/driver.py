@@ -23,7 +23,7 @@ import itertools
 import logging
 import shutil
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,13 +73,28 @@ class Template:
     args: tuple[str, ...]
 
 
-def default_templates(python: str, port: int, agent_state_mb: int) -> dict[str, Template]:
-    """``counter`` and ``agent`` (see ``backends/local/templates``)."""
+def agent_template_name(state_mb: int) -> str:
+    """The name of the agent template with ``state_mb`` MiB of state."""
+    return f"agent-{state_mb}"
+
+
+def default_templates(
+    python: str, port: int, agent_state_mb: int | Sequence[int]
+) -> dict[str, Template]:
+    """``counter``, ``agent`` (state: the first of ``agent_state_mb``) and ``agent-<MiB>``
+    for each size (see ``backends/local/templates``): sizes that differ between actors
+    make a snapshot's size, and so its dependence on size, measurable."""
+    sizes = [agent_state_mb] if isinstance(agent_state_mb, int) else list(agent_state_mb)
+    if not sizes:
+        raise ValueError("agent_state_mb: give at least one size")
+
+    def agent(name: str, mb: int) -> Template:
+        return Template(name, (python, str(TEMPLATE_DIR / "agent.py"), str(port), str(mb)))
+
     return {
         "counter": Template("counter", (python, str(TEMPLATE_DIR / "counter.py"), str(port))),
-        "agent": Template(
-            "agent", (python, str(TEMPLATE_DIR / "agent.py"), str(port), str(agent_state_mb))
-        ),
+        "agent": agent("agent", sizes[0]),
+        **{agent_template_name(mb): agent(agent_template_name(mb), mb) for mb in sizes},
     }
 
 
@@ -93,7 +108,7 @@ class LocalSettings:
     workers: int = 8
     actor_port: int = 8080
     python: str = "/usr/bin/python3"
-    agent_state_mb: int = 16
+    agent_state_mb: int | tuple[int, ...] = 16  # several: actors take them in turn
     activation_timeout_s: float = 20.0
     checkpoint_settle_s: float = 0.02  # after the router's close, before checkpoint
     request_timeout_s: float = 60.0

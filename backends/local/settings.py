@@ -37,6 +37,17 @@ def _int(cfg: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
     return value
 
 
+def _sizes(cfg: Mapping[str, Any], key: str) -> int | tuple[int, ...]:
+    """An integer 1..4096, or a non-empty list of distinct ones."""
+    value = cfg.get(key)
+    if not isinstance(value, list | tuple):
+        return _int(cfg, key, 1, 4096)
+    sizes = tuple(_int({key: v}, key, 1, 4096) for v in value)
+    if not sizes or len(set(sizes)) != len(sizes):
+        raise ValueError(f"backend.{key}: a list of sizes must be non-empty and distinct")
+    return sizes
+
+
 def _pos(cfg: Mapping[str, Any], key: str) -> float:
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
@@ -63,7 +74,7 @@ def local_config(
         instance=instance,
         workers=workers,
         python=str(cfg.get("python", "/usr/bin/python3")),
-        agent_state_mb=_int(cfg, "agent_state_mb", 1, 4096),
+        agent_state_mb=_sizes(cfg, "agent_state_mb"),
         activation_timeout_s=_pos(cfg, "activation_timeout_s"),
         request_timeout_s=_pos(cfg, "request_timeout_s"),
         sample_interval_s=_pos(cfg, "sample_interval_s"),

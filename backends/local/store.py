@@ -19,6 +19,11 @@ from backends.local.names import check_actor_id
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 
 
+def image_bytes(directory: Path) -> int:
+    """Bytes of the checkpoint image in ``directory`` (its files, not subdirectories)."""
+    return sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+
+
 class SnapshotStore:
     """Snapshots under ``root/<actor>/v000001``."""
 
@@ -72,7 +77,7 @@ class SnapshotStore:
 
     def size(self, actor: str, version: int) -> int:
         """Bytes of one snapshot."""
-        return sum(f.stat().st_size for f in self.path(actor, version).iterdir() if f.is_file())
+        return image_bytes(self.path(actor, version))
 
     def link(self, actor: str, version: int, source: Path) -> Path:
         """Make ``version`` of ``actor`` a hard-linked copy of the image in ``source``

@@ -1,0 +1,75 @@
+"""The local backend's config and templates, without sandboxes (runs everywhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends.local.driver import LocalSettings, default_templates
+from backends.local.settings import local_config
+from experiments.local_run import actor_templates, real_snapshot_bytes
+
+MIB = 1 << 20
+BASE = {
+    "instance": 0, "port": 8000, "admin_port": 8001, "template": "agent",
+    "agent_state_mb": 16, "activation_timeout_s": 20, "request_timeout_s": 60,
+    "sample_interval_s": 1.0, "max_body_bytes": 1024, "state_dir": "/tmp/x",
+}  # fmt: skip
+
+
+def settings(sizes: int | tuple[int, ...]) -> LocalSettings:
+    return LocalSettings(state_dir=Path("/s"), runtime_dir=Path("/r"), agent_state_mb=sizes)
+
+
+def test_agent_state_sizes_may_be_one_or_a_list():
+    assert local_config(BASE, workers=2).settings.agent_state_mb == 16
+    cfg = local_config({**BASE, "agent_state_mb": [4, 32, 96]}, workers=2)
+    assert cfg.settings.agent_state_mb == (4, 32, 96)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([], "non-empty and distinct"),
+        ([4, 4], "non-empty and distinct"),
+        ([4, 0], "must be an integer 1..4096 (got 0)"),
+        ("big", "must be an integer 1..4096 (got 'big')"),
+    ],
+)
+def test_bad_agent_state_sizes_are_refused(value, message):
+    with pytest.raises(ValueError, match=r"backend\.agent_state_mb") as err:
+        local_config({**BASE, "agent_state_mb": value}, workers=2)
+    assert message in str(err.value)
+
+
+def test_each_size_is_a_template_and_agent_is_the_first():
+    templates = default_templates("/usr/bin/python3", 8080, (4, 32))
+    assert sorted(templates) == ["agent", "agent-32", "agent-4", "counter"]
+    assert templates["agent"].args[-1] == "4"
+    assert templates["agent-32"].args[-1] == "32"
+    assert sorted(default_templates("/usr/bin/python3", 8080, 8)) == [
+        "agent",
+        "agent-8",
+        "counter",
+    ]
+
+
+def test_experiment_actors_take_the_sizes_in_turn():
+    assert actor_templates("agent", settings((4, 32)), 5) == [
+        "agent-4", "agent-32", "agent-4", "agent-32", "agent-4",
+    ]  # fmt: skip
+    assert actor_templates("agent", settings(16), 2) == ["agent", "agent"]
+    assert actor_templates("counter", settings((4, 32)), 2) == ["counter", "counter"]
+
+
+def test_simulator_gets_the_sizes_the_run_measured():
+    templates = {"a0": "agent-4", "a1": "agent-32", "a2": "agent-4", "a3": "counter"}
+    planned = np.full(4, 16 * MIB)
+    # agent-4 had a golden image; agent-32 actors started cold and were checkpointed
+    # twice; counter neither: it keeps the planned size.
+    checkpoints = {"actor": ["a1", "a1"], "snapshot_bytes": [35 * MIB, 37 * MIB]}
+    sizes = real_snapshot_bytes(planned, templates, {"agent-4": 7 * MIB}, checkpoints)
+    assert sizes.tolist() == [7 * MIB, 36 * MIB, 7 * MIB, 16 * MIB]
+    assert planned.tolist() == [16 * MIB] * 4  # not modified
