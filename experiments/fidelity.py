@@ -2,7 +2,9 @@
 
 1. A *calibration run* on real gVisor with a different seed and workload
    (``fidelity.calibration.overrides``; by default a bursty workload in waves, so
-   restores meet both an idle and a crowded CPU).
+   restores meet both an idle and a crowded CPU) and the evaluation's actor images
+   (``backend.template``, ``backend.agent_state_mb``; several sizes make the
+   restore's dependence on snapshot size identifiable).
 2. ``calibrate`` fits a latency profile to it (``calibrated_latency.yaml``).
 3. The *evaluation run*: this experiment's workload and policies, on real gVisor.
 4. The simulator plays the evaluation run's exact requests twice: with the calibrated
@@ -232,19 +234,25 @@ def render(
     return "\n".join(lines)
 
 
+def calibration_overrides(overrides: list[str], lc: LocalConfig, workers: int) -> list[str]:
+    """The calibration run's config: the evaluation's actor images and workers, this
+    backend instance and port, and ``overrides`` (which may change the images)."""
+    sizes = lc.settings.agent_state_mb
+    return [
+        f"backend.template={lc.template}",
+        f"backend.agent_state_mb={list(sizes) if isinstance(sizes, tuple) else sizes}",
+        *overrides,
+        "backend=local",
+        f"backend.instance={lc.settings.instance}",
+        f"backend.port={lc.port}",
+        f"cluster.workers={workers}",
+    ]
+
+
 def run_fidelity(cfg: DictConfig, spec: RunSpec, lc: LocalConfig, out_dir: Path) -> list[ErrorRow]:
     """The whole procedure of the module docstring; returns the error table."""
     overrides = [str(o) for o in cfg.fidelity.calibration.overrides]
-    cal_cfg = compose(
-        "config",
-        overrides=[
-            *overrides,
-            "backend=local",
-            f"backend.instance={lc.settings.instance}",
-            f"backend.port={lc.port}",
-            f"cluster.workers={spec.workers}",
-        ],
-    )
+    cal_cfg = compose("config", overrides=calibration_overrides(overrides, lc, spec.workers))
     cal_spec = build(cal_cfg)
     cal_dir = out_dir / "calibration_run"
     print(f"1/3 calibration run ({' '.join(overrides)}) ...", file=sys.stderr, flush=True)

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
+from backends.local.settings import local_config
 from control.controller import Controller
 from control.policies import AfterEachRequest, LruPlacement, QueueWithDeadline
 from experiments.bench import Regression, compare, metrics_of
@@ -238,3 +240,17 @@ def test_fidelity_errors_goals_and_intervals():
     ranked = attribute({"a": 0.10, "b": 0.30, "restores at once": 2.0},
                        {"a": 0.18, "b": 0.31, "restores at once": 9.0})  # fmt: skip
     assert [name for name, *_ in ranked] == ["a", "b", "restores at once"]
+
+
+def test_fidelity_calibrates_on_the_evaluations_images_unless_told_otherwise(compose_cfg):
+    from experiments.fidelity import calibration_overrides
+
+    sizes = "backend.agent_state_mb=[4,48]"
+    cfg = compose_cfg("experiment=fidelity", "backend.template=agent", sizes)
+    lc = local_config(OmegaConf.to_container(cfg.backend, resolve=True), workers=8)
+    base = [str(o) for o in cfg.fidelity.calibration.overrides]
+    cal = compose_cfg(*calibration_overrides(base, lc, 8))
+    assert cal.backend.template == "agent" and list(cal.backend.agent_state_mb) == [4, 48]
+    assert cal.workload.name == "bursty" and cal.seed == 1 and cal.cluster.workers == 8
+    mine = compose_cfg(*calibration_overrides([*base, "backend.template=counter"], lc, 8))
+    assert mine.backend.template == "counter"
