@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.build import build
+from experiments.build import ConfigError, build
 from experiments.runner import simulate
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -75,9 +75,23 @@ Evaluate = Callable[[int, int], dict[str, Any]]
 
 
 def search(
-    actors: int, evaluate: Evaluate, slo: SLO, seeds: Sequence[int], max_workers: int
+    actors: int,
+    evaluate: Evaluate,
+    slo: SLO,
+    seeds: Sequence[int],
+    max_workers: int,
+    *,
+    tolerance: float = 0.0,
 ) -> PlanResult:
-    """Doubling, then bisection, over worker counts (``evaluate(workers, seed)`` -> summary)."""
+    """Doubling, then bisection, over worker counts (``evaluate(workers, seed)`` -> summary).
+
+    With ``tolerance`` > 0 the bisection stops once the known-bad and known-good counts
+    are within that fraction of the good one: the answer meets the SLO and is at most
+    that much above the fewest workers that do (fewer runs for huge fleets)."""
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance: must be in [0, 1) (got {tolerance})")
+    if not seeds:
+        raise ValueError("seeds: give at least one")
     result = PlanResult(actors, None, slo)
     verdicts: dict[int, bool] = {}
 
@@ -103,7 +117,7 @@ def search(
         if hi >= max_workers:
             return result
         lo, hi = hi, min(max_workers, hi * 2)
-    while hi - lo > 1:
+    while hi - lo > max(1, math.floor(tolerance * hi)):
         mid = (lo + hi) // 2
         if ok(mid):
             hi = mid
@@ -121,6 +135,7 @@ def plan(
     seeds: Sequence[int] = (0, 1, 2),
     workers_per_node: int = 8,
     max_workers: int | None = None,
+    tolerance: float = 0.0,
 ) -> PlanResult:
     """The fewest workers for ``actors`` actors under the configured workload and policies."""
 
@@ -141,32 +156,70 @@ def plan(
                 cfg = compose("config", overrides=run)
         return simulate(build(cfg)).summary
 
-    return search(actors, evaluate, slo, seeds, max_workers or actors)
+    return search(actors, evaluate, slo, seeds, max_workers or actors, tolerance=tolerance)
+
+
+def _checked(p: DictConfig) -> dict[str, Any]:
+    """The ``plan`` section, checked (ConfigError naming the field otherwise)."""
+
+    def number(key: str, lo: float, hi: float, *, integer: bool = False) -> Any:
+        value = p.get(key)
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
+            what = "an integer" if integer else "a number"
+            raise ConfigError(f"plan.{key}: must be {what} in [{lo}, {hi}] (got {value!r})")
+        return value
+
+    actors = p.get("actors")
+    if (
+        not isinstance(actors, Sequence)
+        or not actors
+        or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in actors)
+    ):
+        raise ConfigError(f"plan.actors: must be a list of integers >= 1 (got {actors!r})")
+    max_workers = p.get("max_workers")
+    if max_workers is not None:
+        max_workers = number("max_workers", 1, 10**9, integer=True)
+    return {
+        "actors": [int(a) for a in actors],
+        "slo": SLO(number("activation_p99_s", 1e-9, math.inf), number("max_failed_fraction", 0, 1)),
+        "seeds": range(number("seeds", 1, 1000, integer=True)),
+        "workers_per_node": number("workers_per_node", 1, 10_000, integer=True),
+        "max_workers": max_workers,
+        "tolerance": float(number("tolerance", 0, 0.5)),
+    }
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def run_plan(cfg: DictConfig) -> None:
     """``actormux plan``: answer for each of ``plan.actors``."""
-    p = cfg.plan
-    slo = SLO(float(p.activation_p99_s), float(p.max_failed_fraction))
+    try:
+        p = _checked(OmegaConf.to_container(cfg.plan, resolve=True))  # type: ignore[arg-type]
+        build(cfg)  # the rest of the config, checked before any search
+    except ConfigError as e:
+        print(f"actormux: bad config: {e}", file=sys.stderr)
+        sys.exit(2)
+    slo = p["slo"]
     overrides = [o for o in _task_overrides() if not o.lstrip("+~").startswith(_PLANNED)]
+    tolerance = f", answers within {100 * p['tolerance']:g}%" if p["tolerance"] else ""
     print(
         f"SLO: activation p99 <= {slo.activation_p99_s} s and failed <= "
-        f"{100 * slo.max_failed_fraction:g}% in each of {int(p.seeds)} seeds"
+        f"{100 * slo.max_failed_fraction:g}% in each of {len(p['seeds'])} seeds{tolerance}"
     )
-    for actors in list(p.actors):
+    for actors in p["actors"]:
         result = plan(
             overrides,
-            actors=int(actors),
+            actors=actors,
             slo=slo,
-            seeds=range(int(p.seeds)),
-            workers_per_node=int(p.workers_per_node),
-            max_workers=None if p.max_workers is None else int(p.max_workers),
+            seeds=p["seeds"],
+            workers_per_node=p["workers_per_node"],
+            max_workers=p["max_workers"],
+            tolerance=p["tolerance"],
         )
         tried = sorted({t.workers for t in result.trials})
         answer = "not met" if result.workers is None else f"{result.workers} workers"
         over = "" if result.oversubscription is None else f" ({result.oversubscription:.1f}x)"
-        print(f"{int(actors):>8,} actors: {answer}{over}  (tried {tried})", flush=True)
+        print(f"{actors:>8,} actors: {answer}{over}  (tried {tried})", flush=True)
 
 
 _PLANNED = ("plan.", "hydra.", "workload.actors", "cluster.", "seed")  # set by the search

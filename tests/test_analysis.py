@@ -158,6 +158,28 @@ def test_search_finds_the_smallest_passing_worker_count():
     assert search(100, evaluate, SLO(), seeds=[0], max_workers=8).workers is None
 
 
+def test_search_with_a_tolerance_stops_early_but_never_below_the_edge():
+    edge = 1_234
+
+    def evaluate(workers, seed):
+        return {
+            "requests": 100,
+            "rejected": 0,
+            "timed_out": 0,
+            "activation_latency_s": {"p99": 0.5 if workers >= edge else 1.5},
+        }
+
+    exact = search(100_000, evaluate, SLO(), seeds=[0], max_workers=100_000)
+    rough = search(100_000, evaluate, SLO(), seeds=[0], max_workers=100_000, tolerance=0.02)
+    assert exact.workers == edge
+    assert edge <= rough.workers <= edge * 1.02
+    assert len(rough.trials) < len(exact.trials)
+    with pytest.raises(ValueError, match="tolerance"):
+        search(10, evaluate, SLO(), seeds=[0], max_workers=10, tolerance=1.0)
+    with pytest.raises(ValueError, match="seeds"):
+        search(10, evaluate, SLO(), seeds=[], max_workers=10)
+
+
 @pytest.mark.slow
 def test_planner_answer_is_monotone_in_actors():
     answers = [
@@ -254,3 +276,30 @@ def test_fidelity_calibrates_on_the_evaluations_images_unless_told_otherwise(com
     assert cal.workload.name == "bursty" and cal.seed == 1 and cal.cluster.workers == 8
     mine = compose_cfg(*calibration_overrides([*base, "backend.template=counter"], lc, 8))
     assert mine.backend.template == "counter"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("plan.seeds=0", "plan.seeds: must be an integer in [1, 1000] (got 0)"),
+        ("plan.actors=[0]", "plan.actors: must be a list of integers >= 1"),
+        ("plan.tolerance=0.9", "plan.tolerance: must be a number in [0, 0.5]"),
+        ("plan.activation_p99_s=0", "plan.activation_p99_s: must be a number"),
+        ("policy.admission.timeout_s=0", "policy.admission: timeout_s"),
+    ],
+)
+def test_plan_command_refuses_bad_config_before_searching(tmp_path, override, message):
+    proc = actormux("plan", override, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert f"actormux: bad config: {message}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plan_command_answers(tmp_path):
+    proc = actormux(
+        "plan", "plan.actors=[40]", "plan.seeds=1", "workload=bursty", "duration_s=60",
+        f"hydra.run.dir={tmp_path}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.lstrip().startswith("40 actors:") and "workers" in line and "tried" in line
