@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,13 +19,18 @@ from experiments.runner import simulate
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def exit_bad_config(error: Exception) -> NoReturn:
+    """Print a config error the way every command does and exit with status 2."""
+    print(f"actormux: bad config: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
 def build_or_exit(cfg: DictConfig) -> RunSpec:
     """:func:`build`, or print the config error and exit with status 2 (no traceback)."""
     try:
         return build(cfg)
     except ConfigError as e:
-        print(f"actormux: bad config: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_bad_config(e)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -61,8 +67,7 @@ def local_config_or_exit(
             resume_on_every_request=spec.resume_on_every_request,
         )
     except ValueError as e:
-        print(f"actormux: bad config: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_bad_config(e)
     reason = runsc_unusable_reason(lc.settings.python)
     if reason:
         print(f"actormux: backend=local cannot run here: {reason}", file=sys.stderr)
@@ -72,12 +77,17 @@ def local_config_or_exit(
 
 def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
     """``backend=local``: run for real, check, compare with the simulator, report."""
+    from experiments.fidelity import fidelity_repeats, run_fidelity
     from experiments.local_run import run_local_experiment
 
+    fidelity = cfg.get("fidelity") is not None
+    if fidelity:
+        try:
+            fidelity_repeats(cfg)
+        except ConfigError as e:
+            exit_bad_config(e)
     lc = local_config_or_exit(cfg, spec, state_dir=out_dir / "state")
-    if cfg.get("fidelity") is not None:
-        from experiments.fidelity import run_fidelity
-
+    if fidelity:
         run_fidelity(cfg, spec, lc, out_dir)
         return
     real = run_local_experiment(spec, lc, out_dir)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from backends.local.settings import LocalConfig, local_config
-from experiments.build import RunSpec, build
+from experiments.build import ConfigError, RunSpec, build
 from experiments.calibrate import calibrate_run, write_profile
 from experiments.local_run import run_local_experiment
 from experiments.report import format_summary, plt, save_figure, write_run
@@ -54,8 +55,10 @@ METRICS: dict[str, tuple[tuple[str, ...], float | None]] = {
 class ErrorRow:
     """One metric: real, simulated (calibrated and prior) and the relative errors.
 
-    ``interval`` is a 90% bootstrap interval of a real percentile: how much the real
-    value itself could move with another sample of the same size (None for counts).
+    ``real`` is the mean over the evaluation's real runs and ``spread`` their range
+    (None for one run): how much the real value moves between identical runs.
+    ``interval`` is a 90% bootstrap interval of a real percentile in the first run: how
+    much it could move with another sample of the same size (None for counts).
     """
 
     metric: str
@@ -64,6 +67,7 @@ class ErrorRow:
     prior: float
     goal: float | None
     interval: tuple[float, float] | None = None
+    spread: tuple[float, float] | None = None
 
     @property
     def error(self) -> float:
@@ -101,13 +105,15 @@ def bootstrap_interval(
 
 
 def error_table(
-    real: dict[str, Any],
+    real: dict[str, Any] | Sequence[dict[str, Any]],
     calibrated: dict[str, Any],
     prior: dict[str, Any],
     samples: dict[str, np.ndarray] | None = None,
 ) -> list[ErrorRow]:
-    """Per-metric errors of the simulations against the real run; ``samples`` (real
-    activation and request latencies) give the percentiles' bootstrap intervals."""
+    """Per-metric errors of the simulations against the real run, or against the mean
+    of several real runs of the same requests (with their range); ``samples`` (the
+    first run's activation and request latencies) give bootstrap intervals."""
+    reals = [real] if isinstance(real, dict) else list(real)
     rows = []
     for name, (path, goal) in METRICS.items():
         interval = None
@@ -115,11 +121,14 @@ def error_table(
             values = samples.get(path[0])
             if values is not None and values.size:
                 interval = bootstrap_interval(values, float(path[1][1:]))
+        values = [_read(r, path) for r in reals]
+        spread = (min(values), max(values)) if len(values) > 1 else None
         rows.append(
             ErrorRow(
-                name, _read(real, path), _read(calibrated, path), _read(prior, path), goal, interval
+                name, float(np.mean(values)), _read(calibrated, path), _read(prior, path), goal,
+                interval, spread,
             )
-        )
+        )  # fmt: skip
     return rows
 
 
@@ -183,18 +192,24 @@ def _pct(x: float) -> str:
 
 
 def render(
-    rows: list[ErrorRow], attribution: list[tuple[str, float, float, float]], profile: str
+    rows: list[ErrorRow],
+    attribution: list[tuple[str, float, float, float]],
+    profile: str,
+    runs: int = 1,
 ) -> str:
     """The fidelity section of the report."""
+    repeats = runs > 1
     lines = [
         "## Fidelity: calibrated simulator vs real gVisor (same requests)",
         "",
-        "| metric | real | real, 90% interval | simulated (calibrated) | error | goal "
-        "| simulated (prior profile) | error |",
+        f"| metric | real{f' (mean of {runs} runs)' if repeats else ''} "
+        f"| {'real, range over runs' if repeats else 'real, 90% interval'} "
+        "| simulated (calibrated) | error | goal | simulated (prior profile) | error |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        interval = "-" if r.interval is None else f"{r.interval[0]:.3f}-{r.interval[1]:.3f}"
+        band = r.spread if repeats else r.interval
+        interval = "-" if band is None else f"{band[0]:.3f}-{band[1]:.3f}"
         goal = (
             "-"
             if r.goal is None
@@ -204,6 +219,12 @@ def render(
             f"| {r.metric} | {r.real:.3f} | {interval} | {r.calibrated:.3f} | {_pct(r.error)} "
             f"| {goal} | {r.prior:.3f} | {_pct(r.prior_error)} |"
         )
+    if not repeats:
+        lines += [
+            "",
+            "One real run: its interval is that run's sampling error only; identical runs "
+            "can differ more (set `fidelity.repeats` to measure it).",
+        ]
     missed = [r.metric for r in rows if r.met is False]
     lines += [
         "",
@@ -232,6 +253,14 @@ def render(
         "![request latency](fidelity_request_cdf.png)",
     ]
     return "\n".join(lines)
+
+
+def fidelity_repeats(cfg: DictConfig) -> int:
+    """``fidelity.repeats``: real evaluation runs of the same requests (1..20)."""
+    repeats = cfg.fidelity.get("repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 20:
+        raise ConfigError(f"fidelity.repeats: must be an integer 1..20 (got {repeats!r})")
+    return repeats
 
 
 def calibration_overrides(overrides: list[str], lc: LocalConfig, workers: int) -> list[str]:
@@ -269,8 +298,17 @@ def run_fidelity(cfg: DictConfig, spec: RunSpec, lc: LocalConfig, out_dir: Path)
     fit, prior = calibrate_run(cal_dir)
     profile = write_profile(fit, prior, cal_dir, out_dir / "calibrated_latency.yaml")
     calibrated = latency_from_config(OmegaConf.to_container(OmegaConf.load(profile)))  # type: ignore[arg-type]
+    repeats = fidelity_repeats(cfg)
     print("2/3 evaluation run ...", file=sys.stderr, flush=True)
     real = run_local_experiment(spec, lc, out_dir)
+    others = []
+    for k in range(1, repeats):  # the same requests again: how much does reality move?
+        print(f"2/3 evaluation run, repeat {k + 1} of {repeats} ...", file=sys.stderr, flush=True)
+        again = out_dir / f"repeat_{k + 1}"
+        again.mkdir(exist_ok=True)
+        others.append(run_local_experiment(spec, replace(lc, settings=replace(
+            lc.settings, state_dir=again / "state")), again).output)  # fmt: skip
+        write_run(again, spec, others[-1])
     print("3/3 simulating the same requests with the calibrated profile ...", file=sys.stderr)
     duration = real.output.result.duration_s
     sim_cal = simulate(
@@ -280,7 +318,8 @@ def run_fidelity(cfg: DictConfig, spec: RunSpec, lc: LocalConfig, out_dir: Path)
         "activation_latency_s": _latencies(real.output.result, "activations"),
         "request_latency_s": _latencies(real.output.result, "requests"),
     }
-    rows = error_table(real.output.summary, sim_cal.summary, real.simulated.summary, samples)
+    reals = [real.output.summary, *(o.summary for o in others)]
+    rows = error_table(reals, sim_cal.summary, real.simulated.summary, samples)
     attribution = attribute(components(real.output.result), components(sim_cal.result))
     for name, table in (("activation", "activations"), ("request", "requests")):
         _cdf_plot(
@@ -292,7 +331,7 @@ def run_fidelity(cfg: DictConfig, spec: RunSpec, lc: LocalConfig, out_dir: Path)
                 "simulated, prior profile": _latencies(real.simulated.result, table),
             },
         )
-    section = render(rows, attribution, str(profile))
+    section = render(rows, attribution, str(profile), runs=len(reals))
     summary = {
         **real.output.summary,
         "fidelity": {

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from control.metrics import percentiles
-from experiments.app import CONF_DIR, build_or_exit
+from experiments.app import CONF_DIR, build_or_exit, exit_bad_config
 from experiments.report import format_summary
 from workloads.loadtest import check_loopback, run_locust
 from workloads.plan import Plan
@@ -32,8 +32,7 @@ def run_locust_app(cfg: DictConfig) -> None:
     try:
         check_loopback(str(cfg.locust.host))
     except ValueError as e:
-        print(f"actormux: bad config: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_bad_config(e)
     plan = Plan.materialize(spec.workload, spec.duration_s, spec.seed)
     print(f"playing {len(plan):,} requests to {len(plan.population):,} actors over "
           f"{spec.duration_s:g} s against {cfg.locust.host} ...", file=sys.stderr)  # fmt: skip

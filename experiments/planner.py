@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.app import exit_bad_config
 from experiments.build import ConfigError, build
 from experiments.runner import simulate
 
@@ -197,8 +198,7 @@ def run_plan(cfg: DictConfig) -> None:
         p = _checked(OmegaConf.to_container(cfg.plan, resolve=True))  # type: ignore[arg-type]
         build(cfg)  # the rest of the config, checked before any search
     except ConfigError as e:
-        print(f"actormux: bad config: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_bad_config(e)
     slo = p["slo"]
     overrides = [o for o in _task_overrides() if not o.lstrip("+~").startswith(_PLANNED)]
     tolerance = f", answers within {100 * p['tolerance']:g}%" if p["tolerance"] else ""

@@ -240,7 +240,7 @@ def test_bench_passes_against_its_own_baseline_and_fails_against_a_stricter_one(
 
 
 def test_fidelity_errors_goals_and_intervals():
-    from experiments.fidelity import attribute, bootstrap_interval, error_table
+    from experiments.fidelity import attribute, bootstrap_interval, error_table, render
 
     def summary(p50, p99, acts):
         return {"activation_latency_s": {"p50": p50, "p90": p50, "p99": p99},
@@ -262,6 +262,22 @@ def test_fidelity_errors_goals_and_intervals():
     ranked = attribute({"a": 0.10, "b": 0.30, "restores at once": 2.0},
                        {"a": 0.18, "b": 0.31, "restores at once": 9.0})  # fmt: skip
     assert [name for name, *_ in ranked] == ["a", "b", "restores at once"]
+    assert "set `fidelity.repeats`" in render(list(rows.values()), ranked, "p.yaml")
+    # Two real runs of the same requests: the error is against their mean, with their range.
+    runs = [summary(0.30, 1.0, 100), summary(0.30, 0.6, 110)]
+    two = {r.metric: r for r in error_table(runs, summary(0.32, 0.86, 104), summary(0.4, 1, 120))}
+    assert two["activation latency p99"].real == pytest.approx(0.8)
+    assert two["activation latency p99"].spread == (0.6, 1.0)
+    assert two["activation latency p99"].met is True  # 0.86 vs 0.8: +7.5%
+    assert two["activations"].spread == (100, 110) and two["activations"].met is True
+    table = render(list(two.values()), ranked, "p.yaml", runs=2)
+    assert "real (mean of 2 runs)" in table and "| 0.600-1.000 |" in table
+
+
+def test_fidelity_refuses_bad_repeats_before_any_real_run(tmp_path):
+    proc = actormux("experiment=fidelity", "fidelity.repeats=0", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert "actormux: bad config: fidelity.repeats: must be an integer 1..20 (got 0)" in proc.stderr
 
 
 def test_fidelity_calibrates_on_the_evaluations_images_unless_told_otherwise(compose_cfg):
