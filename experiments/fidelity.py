@@ -6,7 +6,9 @@
    (``backend.template``, ``backend.agent_state_mb``; several sizes make the
    restore's dependence on snapshot size identifiable).
 2. ``calibrate`` fits a latency profile to it (``calibrated_latency.yaml``).
-3. The *evaluation run*: this experiment's workload and policies, on real gVisor.
+3. The *evaluation run*: this experiment's workload and policies, on real gVisor,
+   ``fidelity.repeats`` times with the same requests (the real value is their mean;
+   their range shows how much reality itself moves between runs).
 4. The simulator plays the evaluation run's exact requests twice: with the calibrated
    profile and with the prior one (``latency=...``).
 5. The report: per-metric error of the calibrated simulation against the goals
