@@ -5,17 +5,39 @@ carries out the returned commands. The controller never reads a clock, does no I
 and keeps no global state, so the simulator (virtual time) and the real backends
 (wall-clock time) run exactly the same decisions.
 
+It does not trust the driver to complete every command exactly once:
+
+* every operation (restore, checkpoint, stop) has an id, and only the completion of
+  the operation the controller waits for is applied; late, duplicate and unknown
+  completions are ignored and counted (``stats.stale_completions``);
+* every activation has a generation (fencing token) that goes with its sandbox, its
+  snapshot and every request forwarded to it;
+* operations have deadlines (:class:`RecoverySettings`). An activation that overruns
+  is abandoned: its sandbox is stopped, its worker quarantined until the driver
+  confirms that, and the activation retried with backoff, then failed with a reason.
+  A checkpoint that overruns cannot be abandoned without losing state, so its actor
+  is marked overdue (requests get 503 at once) and its worker quarantined until the
+  checkpoint ends or the backend's observed state says how it ended. A forwarded
+  request with no answer by its deadline is abandoned (the driver cuts it);
+* backends report observed state (:class:`Observed`) and the controller converges to
+  it: a sandbox that died is declared lost (from its last snapshot), a sandbox it does
+  not expect is stopped, a newer snapshot is adopted, a missing one fails the actor.
+
 Guarantees (checked by the property tests in ``tests/test_invariants.py``):
 
 * an actor is on at most one worker, and a worker hosts at most one actor;
 * every request ends exactly once: either one :class:`Reject`, or one
-  :class:`Forward` followed by the driver's :class:`RequestFinished`;
+  :class:`Forward` followed by the driver's :class:`RequestFinished` or the
+  controller's :class:`Abandon`;
 * an actor is checkpointed only with no request in flight (the driver must still
-  close its connections first; see the local backend).
+  close its connections first; see the local backend);
+* whatever completions are dropped, duplicated, reordered or late, every actor
+  leaves RESUMING, and every worker ends up free or quarantined with a reason.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,17 +45,24 @@ from enum import Enum
 from typing import Any
 
 from control.messages import (
+    Abandon,
     ActivationFinished,
+    ActivationOutcome,
     ActorCreated,
     ActorDeleted,
     AdminResult,
     Checkpoint,
     CheckpointFinished,
+    CheckpointOutcome,
     Command,
+    Correction,
+    DeadlineSweep,
     DropActor,
     Event,
     Forward,
     IdleTimer,
+    Observed,
+    RecoverRequested,
     Reject,
     RequestArrived,
     RequestDeadline,
@@ -41,12 +70,17 @@ from control.messages import (
     Restore,
     ResumeRequested,
     RetireWorker,
+    RetryActivation,
+    SandboxStopped,
     SetTimer,
     SnapshotCached,
     SnapshotEvicted,
+    StateLost,
+    StopSandbox,
     SuspendRequested,
     TimerFired,
     WorkerAdded,
+    WorkerLost,
     WorkerRemoved,
 )
 from control.model import Actor, ActorState, Worker, check_transition
@@ -58,11 +92,14 @@ from control.policies.base import (
     SuspensionPolicy,
     Wait,
 )
+from control.recovery import RecoverySettings
 
 SUSPENDED = ActorState.SUSPENDED
 RESUMING = ActorState.RESUMING
 RUNNING = ActorState.RUNNING
 SUSPENDING = ActorState.SUSPENDING
+FAILED = ActorState.FAILED
+UNAVAILABLE = "actor unavailable"  # what a client of a failed or stuck actor is told
 
 
 class ProtocolError(RuntimeError):
@@ -75,7 +112,7 @@ class _Phase(Enum):
 
 
 class _Request:
-    __slots__ = ("actor", "id", "phase", "queue_s", "received_at")
+    __slots__ = ("actor", "generation", "id", "phase", "queue_s", "received_at", "worker")
 
     def __init__(self, request_id: int, actor: str, received_at: float) -> None:
         self.id = request_id
@@ -83,6 +120,30 @@ class _Request:
         self.received_at = received_at
         self.queue_s = 0.0  # time spent with its actor in the queue for a free worker
         self.phase = _Phase.PENDING
+        self.worker = ""  # where it was forwarded, to which activation
+        self.generation = 0
+
+
+class _OpKind(Enum):
+    RESTORE = "restore"
+    CHECKPOINT = "checkpoint"
+    STOP = "stop"
+
+
+@dataclass(slots=True)
+class _Op:
+    id: int
+    kind: _OpKind
+    actor: str
+    worker: str
+    generation: int
+    version: int  # a checkpoint: the version it writes
+    deadline: float | None
+    freeing: bool = False  # a checkpoint counted in Controller._freeing
+
+
+# Entries of the deadline heap: (due, kind, key); kind 0 is an operation id, 1 a request.
+_OP_DEADLINE, _FORWARD_DEADLINE = 0, 1
 
 
 @dataclass
@@ -94,8 +155,18 @@ class ControllerStats:
     cold_starts: int = 0
     checkpoints: int = 0
     failed_activations: int = 0
-    failed_checkpoints: int = 0
+    failed_checkpoints: int = 0  # checkpoints that lost their sandbox
     evictions: int = 0
+    stale_completions: int = 0  # late, duplicate or unknown completions, ignored
+    activation_deadlines: int = 0
+    checkpoint_deadlines: int = 0
+    declined_checkpoints: int = 0
+    activation_retries: int = 0
+    abandoned_requests: int = 0
+    lost_states: int = 0  # activations whose memory was lost (StateLost)
+    quarantines: int = 0
+    corrections: int = 0  # changes made to match observed state
+    workers_lost: int = 0
 
 
 class Controller:
@@ -113,6 +184,7 @@ class Controller:
         admission: AdmissionPolicy,
         *,
         router_timeout_s: float,
+        recovery: RecoverySettings | None = None,
     ) -> None:
         if not router_timeout_s > 0:
             raise ValueError(f"router_timeout_s: must be > 0 (got {router_timeout_s!r})")
@@ -120,6 +192,7 @@ class Controller:
         self.suspension = suspension
         self.admission = admission
         self.router_timeout_s = float(router_timeout_s)
+        self.recovery = recovery or RecoverySettings()
         self.stats = ControllerStats()
 
         self._actors: dict[str, Actor] = {}
@@ -137,6 +210,12 @@ class Controller:
         self._occupied = 0
         self._occupied_area = 0.0
         self._occupied_since = 0.0
+        self._ops: dict[int, _Op] = {}
+        self._op_ids = 0
+        self._stops: dict[tuple[str, str, int], int] = {}  # (worker, actor, generation) -> op
+        self._pooled: set[str] = set()  # workers in the placement policy's free pool
+        self._deadlines: list[tuple[float, int, int]] = []
+        self._sweep_at: float | None = None
 
         self._handlers: dict[type, Callable[[Any, float, list[Command]], None]] = {
             ActorCreated: self._on_actor_created,
@@ -144,14 +223,18 @@ class Controller:
             ActivationFinished: self._on_activation_finished,
             RequestFinished: self._on_request_finished,
             CheckpointFinished: self._on_checkpoint_finished,
+            SandboxStopped: self._on_sandbox_stopped,
             TimerFired: self._on_timer,
             WorkerAdded: self._on_worker_added,
             WorkerRemoved: self._on_worker_removed,
+            WorkerLost: self._on_worker_lost,
             SnapshotCached: self._on_snapshot_cached,
             SnapshotEvicted: self._on_snapshot_evicted,
             SuspendRequested: self._on_suspend_requested,
             ResumeRequested: self._on_resume_requested,
             ActorDeleted: self._on_actor_deleted,
+            RecoverRequested: self._on_recover_requested,
+            Observed: self._on_observed,
         }
 
     # ------------------------------------------------------------ public API
@@ -191,6 +274,10 @@ class Controller:
         actor = self._actors.get(actor_id)
         return actor is not None and actor.state is RUNNING
 
+    def is_current(self, op: int) -> bool:
+        """True while the controller waits for operation ``op`` to complete."""
+        return op in self._ops
+
     def state_counts(self) -> dict[ActorState, int]:
         """Number of actors in each lifecycle state."""
         return dict(self._counts)
@@ -204,6 +291,11 @@ class Controller:
     def occupied_workers(self) -> int:
         """Workers hosting an actor (resuming, running or suspending)."""
         return self._occupied
+
+    @property
+    def quarantined_workers(self) -> int:
+        """Workers out of the pool until the driver confirms they are clean."""
+        return sum(1 for w in self._workers.values() if w.quarantined is not None)
 
     @property
     def waiting_actors(self) -> int:
@@ -235,19 +327,23 @@ class Controller:
         version = actor.snapshot_version
         return [node for node, v in reversed(cached.items()) if v == version]
 
-    # ------------------------------------------------------------ event handlers
+    # ------------------------------------------------------------ requests
 
     def _on_actor_created(self, ev: ActorCreated, now: float, out: list[Command]) -> None:
         if ev.actor in self._actors:
             raise ValueError(f"actor {ev.actor!r} already exists")
-        if ev.snapshot_bytes < 0 or ev.snapshot_version < 0:
-            raise ValueError(f"actor {ev.actor!r}: snapshot_bytes and version must be >= 0")
+        if min(ev.snapshot_bytes, ev.snapshot_version, ev.generation) < 0:
+            raise ValueError(
+                f"actor {ev.actor!r}: snapshot_bytes, version and generation must be >= 0"
+            )
         self._actors[ev.actor] = Actor(
             ev.actor,
             ev.template,
             ev.snapshot_bytes,
             snapshot_version=ev.snapshot_version,
+            generation=ev.generation,
             last_used=now,
+            state_since=now,
         )
         self._counts[SUSPENDED] += 1
 
@@ -258,6 +354,9 @@ class Controller:
         if actor is None:
             out.append(Reject(ev.request, ev.actor, 404, "unknown actor"))
             return
+        if actor.state is FAILED or (actor.state is SUSPENDING and actor.overdue):
+            out.append(Reject(ev.request, actor.id, 503, UNAVAILABLE))
+            return
         req = _Request(ev.request, actor.id, now)
         if actor.state is RUNNING:
             self._requests[req.id] = req
@@ -267,26 +366,64 @@ class Controller:
         if now >= deadline:
             out.append(Reject(req.id, actor.id, 504, "router timeout before activation"))
             return
-        if actor.state is SUSPENDED:
+        if actor.state is SUSPENDED and actor.retry_at is None:
             decision = self._acquire_worker(actor, now, out)
             if isinstance(decision, Refuse):
                 out.append(Reject(req.id, actor.id, decision.status, decision.reason))
                 return
             if decision is not None and decision.deadline is not None:
                 deadline = min(deadline, decision.deadline)
-        # RESUMING, SUSPENDING, or SUSPENDED and now resuming or waiting: hold the request.
+        # RESUMING, SUSPENDING, or SUSPENDED and now resuming, queued or about to retry.
         self._requests[req.id] = req
         self._pending.setdefault(actor.id, []).append(req)
         out.append(SetTimer(RequestDeadline(req.id), deadline))
-        self._evict_for_waiters(out)
+        self._evict_for_waiters(now, out)
+
+    def _on_request_finished(self, ev: RequestFinished, now: float, out: list[Command]) -> None:
+        req = self._requests.get(ev.request)
+        if req is None or req.phase is not _Phase.FORWARDED:
+            self.stats.stale_completions += 1  # never forwarded, or already ended
+            return
+        self._end_forwarded(req, now, out)
+
+    def _end_forwarded(self, req: _Request, now: float, out: list[Command]) -> None:
+        del self._requests[req.id]
+        actor = self._actors.get(req.actor)
+        if actor is None or actor.state is not RUNNING or actor.generation != req.generation:
+            return  # its activation is gone already
+        actor.inflight -= 1
+        actor.last_used = now
+        if actor.inflight == 0:
+            self._became_idle(actor, now, out)
+
+    # ------------------------------------------------------------ completions
+
+    def _take_op(self, op_id: int, kind: _OpKind) -> _Op | None:
+        """The operation a completion names, removed; None (counted) if it is stale."""
+        op = self._ops.get(op_id)
+        if op is None or op.kind is not kind:
+            self.stats.stale_completions += 1
+            return None
+        del self._ops[op_id]
+        if kind is not _OpKind.STOP:
+            actor = self._actors[op.actor]
+            if actor.op != op.id or actor.worker != op.worker:
+                raise ProtocolError(f"operation {op} does not match actor {actor}")
+            actor.op = None
+        return op
 
     def _on_activation_finished(
         self, ev: ActivationFinished, now: float, out: list[Command]
     ) -> None:
-        actor = self._expect(ev.actor, RESUMING, ev.worker, ev)
-        if ev.ok:
-            self._set_state(actor, RUNNING)
+        op = self._take_op(ev.op, _OpKind.RESTORE)
+        if op is None:
+            return
+        actor, worker = self._actors[op.actor], self._workers[op.worker]
+        if ev.outcome is ActivationOutcome.OK:
+            self._set_state(actor, RUNNING, now)
             actor.last_used = now
+            actor.attempts = 0
+            actor.failure = None
             pending = self._pending.pop(actor.id, ())
             for req in pending:
                 self._forward(req, actor, now, out)
@@ -294,60 +431,108 @@ class Controller:
                 self._became_idle(actor, now, out)
             return
         self.stats.failed_activations += 1
-        worker = self._workers[ev.worker]
-        self._set_state(actor, SUSPENDED)
         self._unbind(actor, worker, now)
-        for req in self._pending.pop(actor.id, ()):
-            del self._requests[req.id]
-            out.append(Reject(req.id, actor.id, 502, "activation failed"))
+        if ev.outcome is ActivationOutcome.UNUSABLE:
+            self._fail(actor, ev.reason or "its snapshot cannot be restored", now, out)
+        else:
+            self._set_state(actor, SUSPENDED, now)
+            self._activation_failed(actor, ev.reason or "activation failed", now, out)
         self._release(worker, now, out)
-
-    def _on_request_finished(self, ev: RequestFinished, now: float, out: list[Command]) -> None:
-        req = self._requests.get(ev.request)
-        if req is None or req.phase is not _Phase.FORWARDED:
-            raise ProtocolError(f"request {ev.request} finished but was not forwarded")
-        del self._requests[ev.request]
-        actor = self._actors[req.actor]
-        actor.inflight -= 1
-        actor.last_used = now
-        if actor.inflight == 0:
-            self._became_idle(actor, now, out)
 
     def _on_checkpoint_finished(
         self, ev: CheckpointFinished, now: float, out: list[Command]
     ) -> None:
-        actor = self._expect(ev.actor, SUSPENDING, ev.worker, ev)
-        worker = self._workers[ev.worker]
-        if not worker.draining:
-            self._freeing -= 1
-        if ev.ok:
-            actor.snapshot_version += 1
+        op = self._take_op(ev.op, _OpKind.CHECKPOINT)
+        if op is None:
+            return
+        actor, worker = self._actors[op.actor], self._workers[op.worker]
+        self._stop_freeing(op)
+        actor.overdue = False
+        if ev.outcome is CheckpointOutcome.DECLINED:
+            self.stats.declined_checkpoints += 1
+            actor.declines += 1
+            retry = self.recovery.checkpoint_retry_s * 2 ** (actor.declines - 1)
+            actor.checkpoint_not_before = now + min(retry, self.recovery.checkpoint_retry_max_s)
+            actor.failure = f"checkpoint declined: {ev.reason or 'no reason given'}"
+            worker.quarantined = None
+            self._set_state(actor, RUNNING, now)
+            pending = self._pending.pop(actor.id, ())
+            for req in pending:
+                self._forward(req, actor, now, out)
+            if not pending:
+                self._became_idle(actor, now, out)
+            self._evict_for_waiters(now, out)
+            return
+        committed = op.version if ev.outcome is CheckpointOutcome.OK else None
+        why = ev.reason or "checkpoint failed"
+        self._checkpoint_ended(
+            actor, worker, now, out, committed=committed, size=ev.snapshot_bytes, reason=why
+        )
+
+    def _checkpoint_ended(
+        self,
+        actor: Actor,
+        worker: Worker,
+        now: float,
+        out: list[Command],
+        *,
+        committed: int | None,
+        size: int,
+        reason: str,
+    ) -> None:
+        """``actor``'s checkpoint on ``worker`` is over: its snapshot ``committed`` as that
+        version, or None: lost with the sandbox (back to the last snapshot). Either way
+        the actor is SUSPENDED and the worker free. ``size``: the new snapshot's bytes
+        (0: unknown)."""
+        if committed is not None:
+            actor.snapshot_version = committed
+            if size > 0:
+                actor.snapshot_bytes = size
+            actor.declines = 0
+            actor.failure = None
         else:
-            # The sandbox is gone with its memory: the actor falls back to its last snapshot.
             self.stats.failed_checkpoints += 1
-        self._set_state(actor, SUSPENDED)
+            self._state_lost(actor, reason, out)
+        actor.suspend_requested = False
+        actor.overdue = False
+        self._set_state(actor, SUSPENDED, now)
         self._unbind(actor, worker, now)
+        worker.quarantined = None
         self._release(worker, now, out)
-        if actor.id in self._pending and actor.id not in self._waiting:
-            # Requests arrived while it was being checkpointed: it needs a worker again.
-            # If it must queue, they keep their router deadlines (set on arrival).
-            decision = self._acquire_worker(actor, now, out)
-            if isinstance(decision, Refuse):
-                for req in self._pending.pop(actor.id):
-                    del self._requests[req.id]
-                    out.append(Reject(req.id, actor.id, decision.status, decision.reason))
-            self._evict_for_waiters(out)
+        self._serve_pending(actor, now, out)
+
+    def _on_sandbox_stopped(self, ev: SandboxStopped, now: float, out: list[Command]) -> None:
+        op = self._take_op(ev.op, _OpKind.STOP)
+        if op is None:
+            return
+        self._stops.pop((op.worker, op.actor, op.generation), None)
+        worker = self._workers.get(op.worker)
+        if worker is not None:
+            self._maybe_unquarantine(worker, now, out)
+
+    # ------------------------------------------------------------ timers
 
     def _on_timer(self, ev: TimerFired, now: float, out: list[Command]) -> None:
         timer = ev.timer
         if isinstance(timer, IdleTimer):
             actor = self._actors.get(timer.actor)
             if (
-                actor is not None
-                and actor.idle_generation == timer.generation
-                and actor.id in self._idle
+                actor is None
+                or actor.idle_generation != timer.generation
+                or actor.state is not RUNNING
+                or actor.inflight
             ):
-                self._checkpoint(actor, out)
+                return  # stale
+            if actor.id in self._idle:
+                self._checkpoint(actor, now, out)  # its suspension time came
+            else:
+                self._became_idle(actor, now, out)  # a declined checkpoint's wait is over
+            return
+        if isinstance(timer, DeadlineSweep):
+            self._sweep(timer.at, now, out)
+            return
+        if isinstance(timer, RetryActivation):
+            self._retry_activation(timer, now, out)
             return
         req = self._requests.get(timer.request)
         if req is None or req.phase is not _Phase.PENDING:
@@ -360,6 +545,88 @@ class Controller:
             self._leave_queue(req.actor, now)
         out.append(Reject(req.id, req.actor, 504, "timed out waiting for activation"))
 
+    def _watch(self, due: float, kind: int, key: int, out: list[Command]) -> None:
+        heapq.heappush(self._deadlines, (due, kind, key))
+        if self._sweep_at is None or due < self._sweep_at:
+            self._sweep_at = due
+            out.append(SetTimer(DeadlineSweep(due), due))
+
+    def _sweep(self, at: float, now: float, out: list[Command]) -> None:
+        if at != self._sweep_at:
+            return  # an earlier sweep was armed since, or this one already ran
+        self._sweep_at = None
+        while self._deadlines and self._deadlines[0][0] <= now:
+            due, kind, key = heapq.heappop(self._deadlines)
+            if not self._still_due(due, kind, key):
+                continue
+            if kind == _OP_DEADLINE:
+                op = self._ops[key]
+                if op.kind is _OpKind.RESTORE:
+                    self._activation_overdue(op, now, out)
+                else:
+                    self._checkpoint_overdue(op, now, out)
+            else:
+                req = self._requests[key]
+                self.stats.abandoned_requests += 1
+                out.append(Abandon(req.id, req.actor, req.worker))
+                self._end_forwarded(req, now, out)
+        while self._deadlines and not self._still_due(*self._deadlines[0]):
+            heapq.heappop(self._deadlines)  # its operation or request ended meanwhile
+        if self._deadlines and self._sweep_at is None:
+            self._sweep_at = self._deadlines[0][0]
+            out.append(SetTimer(DeadlineSweep(self._sweep_at), self._sweep_at))
+
+    def _still_due(self, due: float, kind: int, key: int) -> bool:
+        if kind == _OP_DEADLINE:
+            op = self._ops.get(key)
+            return op is not None and op.deadline == due
+        req = self._requests.get(key)
+        return req is not None and req.phase is _Phase.FORWARDED
+
+    def _activation_overdue(self, op: _Op, now: float, out: list[Command]) -> None:
+        """Give up on a restore: stop its sandbox, quarantine its worker, retry elsewhere."""
+        self.stats.activation_deadlines += 1
+        del self._ops[op.id]
+        actor, worker = self._actors[op.actor], self._workers[op.worker]
+        actor.op = None
+        self._set_state(actor, SUSPENDED, now)
+        self._unbind(actor, worker, now)
+        limit = self.recovery.activation_deadline_s
+        self._quarantine(
+            worker, f"activation of {actor.id} (generation {op.generation}) overdue", now, out
+        )
+        self._stop(actor.id, worker, op.generation, "activation overdue", out)
+        self._activation_failed(actor, f"not ready within {limit:g} s on {worker.id}", now, out)
+
+    def _checkpoint_overdue(self, op: _Op, now: float, out: list[Command]) -> None:
+        """A checkpoint overran: its state may still be saved, so nothing is killed. The
+        actor refuses requests and its worker is out of the pool until it ends."""
+        self.stats.checkpoint_deadlines += 1
+        op.deadline = None
+        actor, worker = self._actors[op.actor], self._workers[op.worker]
+        actor.overdue = True
+        limit = self.recovery.checkpoint_deadline_s
+        actor.failure = f"checkpoint on {worker.id} not finished within {limit:g} s"
+        self._stop_freeing(op)
+        if worker.quarantined is None:
+            self._quarantine(worker, f"checkpoint of {actor.id} overdue", now, out)
+        for req in self._pending.pop(actor.id, ()):
+            del self._requests[req.id]
+            out.append(Reject(req.id, actor.id, 503, UNAVAILABLE))
+        self._evict_for_waiters(now, out)
+
+    def _retry_activation(self, timer: RetryActivation, now: float, out: list[Command]) -> None:
+        actor = self._actors.get(timer.actor)
+        if actor is None or actor.retry_at is None or timer.attempt != actor.attempts:
+            return  # stale
+        actor.retry_at = None
+        if actor.state is not SUSPENDED or actor.id not in self._pending:
+            return  # nobody waits for it any more
+        self.stats.activation_retries += 1
+        self._serve_pending(actor, now, out)
+
+    # ------------------------------------------------------------ workers
+
     def _on_worker_added(self, ev: WorkerAdded, now: float, out: list[Command]) -> None:
         if ev.worker in self._workers:
             raise ValueError(f"worker {ev.worker!r} already exists")
@@ -371,18 +638,153 @@ class Controller:
         worker = self._workers.get(ev.worker)
         if worker is None or worker.draining:
             return
-        if worker.actor is None:
-            self.placement.discard(worker)
+        if worker.id in self._pooled:
+            self._unpool(worker)
             del self._workers[worker.id]
             out.append(RetireWorker(worker.id))
             return
-        worker.draining = True
+        worker.draining = True  # retires once it is empty and clean
+        if worker.actor is None:
+            return
         actor = self._actors[worker.actor]
-        if actor.state is SUSPENDING:
-            self._freeing -= 1  # its worker will retire instead of returning to the pool
+        if actor.state is SUSPENDING and actor.op is not None:
+            self._stop_freeing(self._ops[actor.op])  # it retires instead of returning
         elif actor.id in self._idle:
-            self._checkpoint(actor, out)
+            self._checkpoint(actor, now, out)
         # RESUMING or busy RUNNING: checkpointed when it next becomes idle.
+
+    def _on_worker_lost(self, ev: WorkerLost, now: float, out: list[Command]) -> None:
+        worker = self._workers.get(ev.worker)
+        if worker is None:
+            return
+        self.stats.workers_lost += 1
+        for key in [k for k in self._stops if k[0] == worker.id]:
+            self._ops.pop(self._stops.pop(key), None)  # nothing left to stop there
+        if worker.id in self._pooled:
+            self._unpool(worker)
+        if worker.actor is not None:
+            actor = self._actors[worker.actor]
+            if actor.state is RESUMING:
+                if actor.op is not None:
+                    del self._ops[actor.op]
+                actor.op = None
+                self._set_state(actor, SUSPENDED, now)
+                self._unbind(actor, worker, now)
+                self._activation_failed(actor, f"worker {worker.id} lost: {ev.reason}", now, out)
+            else:
+                why = f"worker {worker.id} lost: {ev.reason}"
+                self._lose(actor, worker, why, now, out, worker_gone=True)
+        del self._workers[worker.id]
+        out.append(RetireWorker(worker.id))
+        self._evict_for_waiters(now, out)
+
+    def _quarantine(self, worker: Worker, reason: str, now: float, out: list[Command]) -> None:
+        if worker.id in self._pooled:
+            self._unpool(worker)  # a free worker leaves the pool
+        worker.quarantined = reason
+        worker.quarantined_since = now
+        self.stats.quarantines += 1
+
+    def _stop(
+        self, actor: str, worker: Worker, generation: int, why: str, out: list[Command]
+    ) -> None:
+        key = (worker.id, actor, generation)
+        if key in self._stops:
+            return
+        op = self._new_op(
+            _OpKind.STOP, actor=actor, worker=worker.id, generation=generation, version=0,
+            deadline=None, out=out,
+        )  # fmt: skip
+        self._stops[key] = op.id
+        out.append(StopSandbox(actor, worker.id, generation, why, op.id))
+
+    def _maybe_unquarantine(self, worker: Worker, now: float, out: list[Command]) -> None:
+        """A quarantined worker with no actor and nothing left to stop is clean again."""
+        if worker.quarantined is None or worker.actor is not None:
+            return
+        if any(key[0] == worker.id for key in self._stops):
+            return
+        worker.quarantined = None
+        self._release(worker, now, out)
+
+    # ------------------------------------------------------------ observed state
+
+    def _on_observed(self, ev: Observed, now: float, out: list[Command]) -> None:
+        seen = {(s.actor, s.worker, s.generation) for s in ev.sandboxes}
+        seen_on = {s.worker for s in ev.sandboxes}
+        # Sandboxes nobody asked for, or of an older activation: stop them.
+        for sandbox in ev.sandboxes:
+            worker = self._workers.get(sandbox.worker)
+            if worker is None:
+                continue
+            actor = self._actors.get(sandbox.actor)
+            if actor is not None and actor.state_since > ev.taken_at:
+                continue  # it changed after the observation: look again next time
+            if (
+                actor is not None
+                and actor.worker == worker.id
+                and actor.generation == sandbox.generation
+                and actor.state in (RESUMING, RUNNING, SUSPENDING)
+            ):
+                continue
+            if (worker.id, sandbox.actor, sandbox.generation) in self._stops:
+                continue
+            self._correct(
+                sandbox.actor, worker.id,
+                f"stray sandbox of generation {sandbox.generation}: stopping it", out,
+            )  # fmt: skip
+            if worker.id in self._pooled:
+                self._quarantine(worker, f"stray sandbox of {sandbox.actor}", now, out)
+            self._stop(sandbox.actor, worker, sandbox.generation, "stray sandbox", out)
+        # Actors the controller has on a worker whose sandbox is gone.
+        snapshots = {s.actor: s.version for s in ev.snapshots}
+        for worker in list(self._workers.values()):
+            if worker.actor is None:
+                if (
+                    worker.quarantined is not None
+                    and worker.quarantined_since < ev.taken_at
+                    and worker.id not in seen_on
+                ):
+                    for key in [k for k in self._stops if k[0] == worker.id]:
+                        self._ops.pop(self._stops.pop(key), None)
+                    self._correct("", worker.id, "nothing runs on it: back in the pool", out)
+                    self._maybe_unquarantine(worker, now, out)
+                continue
+            actor = self._actors[worker.actor]
+            if (actor.id, worker.id, actor.generation) in seen or actor.state_since > ev.taken_at:
+                continue
+            if actor.state is RUNNING:
+                self._correct(actor.id, worker.id, "its sandbox is gone", out)
+                self._lose(actor, worker, "its sandbox is gone", now, out)
+            elif actor.state is SUSPENDING and actor.overdue and actor.op is not None:
+                op = self._ops.pop(actor.op)
+                actor.op = None
+                found = snapshots.get(actor.id, 0)
+                committed = found if found >= op.version else None
+                why = "checkpoint ended without a snapshot"
+                detail = why if committed is None else f"checkpoint v{found} committed"
+                self._correct(actor.id, worker.id, detail, out)
+                self._checkpoint_ended(
+                    actor, worker, now, out, committed=committed, size=0, reason=why
+                )
+        # Snapshots: adopt newer ones; a missing one fails the actor (never an older one).
+        for actor in list(self._actors.values()):
+            if actor.state is not SUSPENDED or actor.state_since > ev.taken_at:
+                continue
+            found = snapshots.get(actor.id, 0)
+            if found > actor.snapshot_version:
+                self._correct(actor.id, "", f"adopted snapshot v{found}", out)
+                actor.snapshot_version = found
+            elif found < actor.snapshot_version:
+                why = f"snapshot v{actor.snapshot_version} is missing (newest found: v{found})"
+                self._correct(actor.id, "", why, out)
+                self._fail(actor, why, now, out)
+
+    def _correct(self, actor: str, worker: str, detail: str, out: list[Command]) -> None:
+        self.stats.corrections += 1
+        out.append(Correction(actor, worker, detail))
+
+    # ------------------------------------------------------------ cache
 
     def _on_snapshot_cached(self, ev: SnapshotCached, now: float, out: list[Command]) -> None:
         cached = self._cached.setdefault(ev.actor, {})
@@ -396,16 +798,20 @@ class Controller:
             if not cached:
                 del self._cached[ev.actor]
 
+    # ------------------------------------------------------------ operators
+
     def _on_suspend_requested(self, ev: SuspendRequested, now: float, out: list[Command]) -> None:
         actor = self._actors.get(ev.actor)
         if actor is None:
             out.append(AdminResult(ev.actor, False, "unknown actor"))
+        elif actor.state is FAILED:
+            out.append(AdminResult(actor.id, False, f"actor failed: {actor.failure}"))
         elif actor.state in (SUSPENDED, SUSPENDING):
             out.append(AdminResult(actor.id, True, f"already {actor.state}"))
         elif actor.id in self._idle:
-            self._checkpoint(actor, out)
+            self._checkpoint(actor, now, out)
             out.append(AdminResult(actor.id, True, "suspending"))
-        else:  # resuming, or serving requests: suspend as soon as it is idle
+        else:  # resuming, serving requests, or waiting to retry a declined checkpoint
             actor.suspend_requested = True
             out.append(AdminResult(actor.id, True, "will suspend when idle"))
 
@@ -414,11 +820,14 @@ class Controller:
         if actor is None:
             out.append(AdminResult(ev.actor, False, "unknown actor"))
             return
-        if actor.state is not SUSPENDED or actor.id in self._waiting:
+        if actor.state is FAILED:
+            out.append(AdminResult(actor.id, False, f"actor failed: {actor.failure}"))
+            return
+        if actor.state is not SUSPENDED or actor.id in self._waiting or actor.retry_at:
             where = "waiting for a worker" if actor.id in self._waiting else actor.state
             out.append(AdminResult(actor.id, True, f"already {where}"))
             return
-        worker = self.placement.choose(actor, self)
+        worker = self._choose(actor)
         if worker is None:
             out.append(AdminResult(actor.id, False, "no free worker"))
             return
@@ -430,29 +839,71 @@ class Controller:
         if actor is None:
             out.append(AdminResult(ev.actor, False, "unknown actor"))
             return
-        if actor.state is not SUSPENDED or actor.id in self._pending:
+        if actor.state not in (SUSPENDED, FAILED) or actor.id in self._pending:
             out.append(AdminResult(actor.id, False, f"actor is {actor.state}; suspend it first"))
             return
+        stopping = [w for w, a, _ in self._stops if a == actor.id]
+        if stopping:
+            why = f"a sandbox of it on {stopping[0]} is still being stopped; try again"
+            out.append(AdminResult(actor.id, False, why))
+            return
+        self._leave_queue(actor.id, now)
         del self._actors[actor.id]
         self._cached.pop(actor.id, None)
-        self._counts[SUSPENDED] -= 1
+        self._counts[actor.state] -= 1
         out.append(DropActor(actor.id))
         out.append(AdminResult(actor.id, True, "deleted"))
 
+    def _on_recover_requested(self, ev: RecoverRequested, now: float, out: list[Command]) -> None:
+        actor = self._actors.get(ev.actor)
+        if actor is None:
+            out.append(AdminResult(ev.actor, False, "unknown actor"))
+            return
+        if actor.state is not FAILED:
+            out.append(AdminResult(actor.id, False, f"actor is {actor.state}, not failed"))
+            return
+        if ev.version < 0:
+            out.append(AdminResult(actor.id, False, "version must be >= 0"))
+            return
+        old = actor.snapshot_version
+        actor.snapshot_version = ev.version
+        actor.failure = None
+        actor.attempts = 0
+        self._set_state(actor, SUSPENDED, now)
+        start = f"snapshot v{ev.version}" if ev.version else "its template"
+        out.append(AdminResult(actor.id, True, f"continues from {start} (was v{old})"))
+
     # ------------------------------------------------------------ mechanics
 
-    def _expect(self, actor_id: str, state: ActorState, worker_id: str, ev: Event) -> Actor:
-        actor = self._actors.get(actor_id)
-        if actor is None or actor.state is not state or actor.worker != worker_id:
-            where = None if actor is None else (actor.state, actor.worker)
-            raise ProtocolError(f"{ev!r} does not match the actor's state {where}")
-        return actor
+    def _new_op(
+        self,
+        kind: _OpKind,
+        *,
+        actor: str,
+        worker: str,
+        generation: int,
+        version: int,
+        deadline: float | None,
+        out: list[Command],
+    ) -> _Op:
+        self._op_ids += 1
+        op = _Op(self._op_ids, kind, actor, worker, generation, version, deadline)
+        self._ops[op.id] = op
+        if deadline is not None:
+            self._watch(deadline, _OP_DEADLINE, op.id, out)
+        return op
 
-    def _set_state(self, actor: Actor, new: ActorState) -> None:
+    def _stop_freeing(self, op: _Op) -> None:
+        if op.freeing:
+            op.freeing = False
+            self._freeing -= 1
+
+    def _set_state(self, actor: Actor, new: ActorState, now: float) -> None:
         check_transition(actor.id, actor.state, new)
         self._counts[actor.state] -= 1
         self._counts[new] += 1
         actor.state = new
+        actor.state_since = now
 
     def _occupancy_changes(self, now: float, delta: int) -> None:
         self._occupied_area += self._occupied * (now - self._occupied_since)
@@ -476,7 +927,7 @@ class Controller:
         """
         if actor.id in self._waiting:
             return self.admission.admit(actor, now)
-        worker = self.placement.choose(actor, self)
+        worker = self._choose(actor)
         if worker is not None:
             self._activate(actor, worker, now, out)
             return None
@@ -486,6 +937,18 @@ class Controller:
             if decision.evict:
                 self._evict_demand += 1
         return decision
+
+    def _serve_pending(self, actor: Actor, now: float, out: list[Command]) -> None:
+        """The SUSPENDED ``actor`` has requests waiting and is in no queue: get it a worker."""
+        if actor.id not in self._pending or actor.id in self._waiting or actor.retry_at:
+            return
+        decision = self._acquire_worker(actor, now, out)
+        if isinstance(decision, Refuse):
+            # If it must queue, its requests keep their router deadlines (set on arrival).
+            for req in self._pending.pop(actor.id):
+                del self._requests[req.id]
+                out.append(Reject(req.id, actor.id, decision.status, decision.reason))
+        self._evict_for_waiters(now, out)
 
     def _leave_queue(self, actor_id: str, now: float) -> None:
         entry = self._waiting.pop(actor_id, None)
@@ -500,16 +963,93 @@ class Controller:
     def _activate(self, actor: Actor, worker: Worker, now: float, out: list[Command]) -> None:
         if worker.actor is not None or actor.worker is not None:
             raise ProtocolError(f"cannot place {actor.id!r} on {worker.id!r}: already bound")
-        self._set_state(actor, RESUMING)
+        self._set_state(actor, RESUMING, now)
         actor.worker = worker.id
         worker.actor = actor.id
+        actor.generation += 1
         self._occupancy_changes(now, +1)
         self.stats.activations += 1
         if actor.snapshot_version == 0:
             self.stats.cold_starts += 1
+        op = self._new_op(
+            _OpKind.RESTORE, actor=actor.id, worker=worker.id, generation=actor.generation,
+            version=actor.snapshot_version, deadline=now + self.recovery.activation_deadline_s,
+            out=out,
+        )  # fmt: skip
+        actor.op = op.id
         out.append(
-            Restore(actor.id, worker.id, worker.node, actor.snapshot_version, actor.snapshot_bytes)
+            Restore(
+                actor.id, worker.id, worker.node, actor.snapshot_version, actor.snapshot_bytes,
+                op.id, actor.generation,
+            )
+        )  # fmt: skip
+
+    def _activation_failed(self, actor: Actor, reason: str, now: float, out: list[Command]) -> None:
+        """An activation of the SUSPENDED ``actor`` failed: retry with backoff while
+        requests wait for it, up to the attempt limit; then they get 502."""
+        actor.attempts += 1
+        actor.failure = f"activation failed: {reason}"
+        if actor.id not in self._pending:
+            actor.attempts = 0  # nobody waits: the next request starts afresh
+            return
+        if actor.attempts >= self.recovery.max_activation_attempts:
+            actor.attempts = 0
+            for req in self._pending.pop(actor.id):
+                del self._requests[req.id]
+                out.append(Reject(req.id, actor.id, 502, "activation failed"))
+            return
+        at = now + self.recovery.retry_backoff_s * 2 ** (actor.attempts - 1)
+        actor.retry_at = at
+        out.append(SetTimer(RetryActivation(actor.id, actor.attempts), at))
+
+    def _fail(self, actor: Actor, reason: str, now: float, out: list[Command]) -> None:
+        """The SUSPENDED ``actor`` cannot be activated until an operator acts."""
+        self._leave_queue(actor.id, now)
+        actor.retry_at = None
+        actor.attempts = 0
+        actor.failure = reason
+        self._set_state(actor, FAILED, now)
+        for req in self._pending.pop(actor.id, ()):
+            del self._requests[req.id]
+            out.append(Reject(req.id, actor.id, 503, UNAVAILABLE))
+
+    def _state_lost(self, actor: Actor, reason: str, out: list[Command]) -> None:
+        self.stats.lost_states += 1
+        actor.failure = (
+            f"activation {actor.generation} lost ({reason}); "
+            f"continues from snapshot v{actor.snapshot_version}"
         )
+        out.append(StateLost(actor.id, actor.generation, actor.snapshot_version, reason))
+
+    def _lose(
+        self,
+        actor: Actor,
+        worker: Worker,
+        reason: str,
+        now: float,
+        out: list[Command],
+        *,
+        worker_gone: bool = False,
+    ) -> None:
+        """The RUNNING or SUSPENDING ``actor``'s sandbox on ``worker`` is gone: it goes on
+        from its last snapshot; the worker is quarantined until what is left is stopped."""
+        if actor.op is not None:
+            op = self._ops.pop(actor.op, None)
+            if op is not None:
+                self._stop_freeing(op)
+            actor.op = None
+        self._idle.pop(actor.id, None)
+        actor.inflight = 0
+        actor.overdue = False
+        actor.suspend_requested = False
+        self._state_lost(actor, reason, out)
+        self._set_state(actor, SUSPENDED, now)
+        generation = actor.generation
+        self._unbind(actor, worker, now)
+        if not worker_gone:
+            self._quarantine(worker, f"{actor.id}'s sandbox lost", now, out)
+            self._stop(actor.id, worker, generation, reason, out)
+        self._serve_pending(actor, now, out)
 
     def _forward(
         self, req: _Request, actor: Actor, now: float, out: list[Command], *, warm: bool = False
@@ -520,45 +1060,64 @@ class Controller:
         actor.inflight += 1
         req.phase = _Phase.FORWARDED
         worker = self._host(actor).id
+        req.worker, req.generation = worker, actor.generation
+        if self.recovery.forward_deadline_s is not None:
+            self._watch(now + self.recovery.forward_deadline_s, _FORWARD_DEADLINE, req.id, out)
         if warm:
-            out.append(Forward(req.id, actor.id, worker, False, 0.0, 0.0))
+            out.append(Forward(req.id, actor.id, worker, False, 0.0, 0.0, actor.generation))
             return
         activation_s = now - req.received_at - req.queue_s
-        out.append(Forward(req.id, actor.id, worker, True, req.queue_s, activation_s))
+        out.append(
+            Forward(req.id, actor.id, worker, True, req.queue_s, activation_s, actor.generation)
+        )
 
     def _became_idle(self, actor: Actor, now: float, out: list[Command]) -> None:
+        if now < actor.checkpoint_not_before:
+            # A checkpoint was declined lately: wait before trying again, and stay out of
+            # the idle pool meanwhile (else eviction would pick it again at once).
+            actor.idle_generation += 1
+            timer = IdleTimer(actor.id, actor.idle_generation)
+            out.append(SetTimer(timer, actor.checkpoint_not_before))
+            return
         if self._host(actor).draining or actor.suspend_requested:
-            self._checkpoint(actor, out)
+            self._checkpoint(actor, now, out)
             return
         actor.idle_generation += 1
         self._idle[actor.id] = actor
-        self._evict_for_waiters(out)
+        self._evict_for_waiters(now, out)
         if actor.id not in self._idle:
             return  # it was just evicted
         at = self.suspension.suspend_at(actor, now)
         if at is None:
             return
         if at <= now:
-            self._checkpoint(actor, out)
+            self._checkpoint(actor, now, out)
         else:
             out.append(SetTimer(IdleTimer(actor.id, actor.idle_generation), at))
 
-    def _checkpoint(self, actor: Actor, out: list[Command]) -> None:
+    def _checkpoint(self, actor: Actor, now: float, out: list[Command]) -> None:
         worker = self._host(actor)
         self._idle.pop(actor.id, None)
         actor.idle_generation += 1
-        actor.suspend_requested = False
-        self._set_state(actor, SUSPENDING)
-        if not worker.draining:
-            self._freeing += 1
+        self._set_state(actor, SUSPENDING, now)
         self.stats.checkpoints += 1
+        op = self._new_op(
+            _OpKind.CHECKPOINT, actor=actor.id, worker=worker.id, generation=actor.generation,
+            version=actor.snapshot_version + 1,
+            deadline=now + self.recovery.checkpoint_deadline_s, out=out,
+        )  # fmt: skip
+        actor.op = op.id
+        if not worker.draining:
+            op.freeing = True
+            self._freeing += 1
         out.append(
             Checkpoint(
-                actor.id, worker.id, worker.node, actor.snapshot_version + 1, actor.snapshot_bytes
+                actor.id, worker.id, worker.node, op.version, actor.snapshot_bytes, op.id,
+                actor.generation,
             )
-        )
+        )  # fmt: skip
 
-    def _evict_for_waiters(self, out: list[Command]) -> None:
+    def _evict_for_waiters(self, now: float, out: list[Command]) -> None:
         while self._evict_demand > self._freeing and self._idle:
             victim = self.suspension.choose_victim(self._idle.values())
             if victim is None:
@@ -566,26 +1125,39 @@ class Controller:
             if victim.id not in self._idle:
                 raise ProtocolError(f"suspension policy chose a non-idle victim {victim.id!r}")
             self.stats.evictions += 1
-            self._checkpoint(victim, out)
+            self._checkpoint(victim, now, out)
 
     def _release(self, worker: Worker, now: float, out: list[Command]) -> None:
         """``worker`` has no actor any more: retire it, or give it to the queue or the pool."""
+        if worker.quarantined is not None:
+            return  # back when the driver confirms it is clean
         if worker.draining:
             del self._workers[worker.id]
             out.append(RetireWorker(worker.id))
             return
         worker.released_at = now
         self.placement.add(worker)
+        self._pooled.add(worker.id)
         while self._waiting and len(self.placement):
             actor_id = next(iter(self._waiting))
             self._leave_queue(actor_id, now)
             actor = self._actors[actor_id]
-            chosen = self.placement.choose(actor, self)
+            chosen = self._choose(actor)
             if chosen is None:
                 raise ProtocolError(
                     f"placement policy chose no worker although {len(self.placement)} are free"
                 )
             self._activate(actor, chosen, now, out)
+
+    def _choose(self, actor: Actor) -> Worker | None:
+        worker = self.placement.choose(actor, self)
+        if worker is not None:
+            self._pooled.discard(worker.id)
+        return worker
+
+    def _unpool(self, worker: Worker) -> None:
+        self.placement.discard(worker)
+        self._pooled.discard(worker.id)
 
     def _host(self, actor: Actor) -> Worker:
         if actor.worker is None:

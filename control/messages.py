@@ -3,10 +3,21 @@
 Events and commands are immutable ``NamedTuple``s: cheap to create (the simulator makes
 millions), comparable, and printable. A driver (simulator or real backend) reports
 what happened as events with the current time and carries out the commands.
+
+Work that takes time is an *operation*: every :class:`Restore`, :class:`Checkpoint`
+and :class:`StopSandbox` carries an operation id (``op``), and its completion event
+names that id. The controller applies a completion only to the operation it is
+waiting for; a late, duplicate or unknown completion is ignored and counted.
+
+Every activation of an actor has a *generation* (a fencing token, increasing per
+actor): the driver gives it to the sandbox it starts, stamps it on the snapshot that
+sandbox produces, and sends it with every forwarded request, so a sandbox of an older
+generation can neither commit a snapshot nor serve a request.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import NamedTuple
 
 # ---------------------------------------------------------------- timers
@@ -25,7 +36,39 @@ class RequestDeadline(NamedTuple):
     request: int
 
 
-Timer = IdleTimer | RequestDeadline
+class DeadlineSweep(NamedTuple):
+    """Fires at ``at``, the earliest deadline of an operation or forwarded request."""
+
+    at: float
+
+
+class RetryActivation(NamedTuple):
+    """Fires when a failed activation of ``actor`` may be tried again (``attempt`` n)."""
+
+    actor: str
+    attempt: int
+
+
+Timer = IdleTimer | RequestDeadline | DeadlineSweep | RetryActivation
+
+# ---------------------------------------------------------------- outcomes
+
+
+class ActivationOutcome(StrEnum):
+    """How a restore or cold start ended."""
+
+    OK = "ok"
+    FAILED = "failed"  # this attempt failed; the snapshot is fine: try again
+    UNUSABLE = "unusable"  # the snapshot cannot be restored (corrupt, missing): fail the actor
+
+
+class CheckpointOutcome(StrEnum):
+    """How a checkpoint ended."""
+
+    OK = "ok"  # the snapshot is committed; the sandbox is gone
+    DECLINED = "declined"  # not attempted, the sandbox is untouched and still running
+    LOST = "lost"  # the sandbox is gone and its state since the last snapshot with it
+
 
 # ---------------------------------------------------------------- events
 
@@ -36,12 +79,15 @@ class ActorCreated(NamedTuple):
     ``snapshot_version`` 0 means it is new and cold (its first activation is a cold
     start); a positive version registers an actor that already has that snapshot,
     e.g. one known to a restarted control plane or pre-warmed before a measurement.
+    ``generation`` is the last activation generation it had (0 for a new actor), so
+    generations keep increasing across restarts of the control plane.
     """
 
     actor: str
     template: str
     snapshot_bytes: int
     snapshot_version: int = 0
+    generation: int = 0
 
 
 class RequestArrived(NamedTuple):
@@ -56,25 +102,33 @@ class RequestArrived(NamedTuple):
 
 
 class ActivationFinished(NamedTuple):
-    """A restore or cold start of ``actor`` on ``worker`` ended (``ok`` or failed)."""
+    """The :class:`Restore` operation ``op`` ended."""
 
-    actor: str
-    worker: str
-    ok: bool = True
+    op: int
+    outcome: ActivationOutcome = ActivationOutcome.OK
+    reason: str = ""
 
 
 class RequestFinished(NamedTuple):
-    """A forwarded request got its response from the actor."""
+    """A forwarded request got its response from the actor (or failed at the driver)."""
 
     request: int
 
 
 class CheckpointFinished(NamedTuple):
-    """A checkpoint of ``actor`` ended. A failed checkpoint destroys the sandbox's state."""
+    """The :class:`Checkpoint` operation ``op`` ended; ``snapshot_bytes`` is the size of
+    the snapshot it wrote (0: unknown, keep the previous estimate)."""
 
-    actor: str
-    worker: str
-    ok: bool = True
+    op: int
+    outcome: CheckpointOutcome = CheckpointOutcome.OK
+    reason: str = ""
+    snapshot_bytes: int = 0
+
+
+class SandboxStopped(NamedTuple):
+    """The :class:`StopSandbox` operation ``op`` ended: that sandbox is gone."""
+
+    op: int
 
 
 class TimerFired(NamedTuple):
@@ -96,8 +150,23 @@ class WorkerRemoved(NamedTuple):
     worker: str
 
 
+class WorkerLost(NamedTuple):
+    """A worker vanished with whatever ran on it (a node or pod died)."""
+
+    worker: str
+    reason: str
+
+
 class SnapshotCached(NamedTuple):
     """``node``'s local cache now holds ``version`` of ``actor``'s snapshot."""
+
+    actor: str
+    node: str
+    version: int
+
+
+class SnapshotEvicted(NamedTuple):
+    """``node``'s local cache dropped ``version`` of ``actor``'s snapshot."""
 
     actor: str
     node: str
@@ -117,17 +186,42 @@ class ResumeRequested(NamedTuple):
 
 
 class ActorDeleted(NamedTuple):
-    """An operator asks to delete the SUSPENDED ``actor`` and its snapshots."""
+    """An operator asks to delete the SUSPENDED (or FAILED) ``actor`` and its snapshots."""
 
     actor: str
 
 
-class SnapshotEvicted(NamedTuple):
-    """``node``'s local cache dropped ``version`` of ``actor``'s snapshot."""
+class RecoverRequested(NamedTuple):
+    """An operator accepts that a FAILED actor continues from snapshot ``version``
+    (0: start over from its template); the driver has checked that version."""
 
     actor: str
-    node: str
     version: int
+
+
+class ObservedSandbox(NamedTuple):
+    """A sandbox the backend saw alive: activation ``generation`` of ``actor`` on ``worker``."""
+
+    actor: str
+    worker: str
+    generation: int
+
+
+class ObservedSnapshot(NamedTuple):
+    """The newest committed snapshot of ``actor`` the backend found."""
+
+    actor: str
+    version: int
+
+
+class Observed(NamedTuple):
+    """What the backend saw at time ``taken_at``: every live sandbox on every worker,
+    and the newest committed snapshot of every actor that has one. The controller
+    converges to it (level-triggered) and records each correction."""
+
+    taken_at: float
+    sandboxes: tuple[ObservedSandbox, ...]
+    snapshots: tuple[ObservedSnapshot, ...]
 
 
 Event = (
@@ -136,27 +230,36 @@ Event = (
     | ActivationFinished
     | RequestFinished
     | CheckpointFinished
+    | SandboxStopped
     | TimerFired
     | WorkerAdded
     | WorkerRemoved
+    | WorkerLost
     | SnapshotCached
     | SnapshotEvicted
     | SuspendRequested
     | ResumeRequested
     | ActorDeleted
+    | RecoverRequested
+    | Observed
 )
 
 # ---------------------------------------------------------------- commands
 
 
 class Restore(NamedTuple):
-    """Start ``actor`` on ``worker``: from snapshot ``version``, or cold when version is 0."""
+    """Start ``actor`` on ``worker``: from snapshot ``version``, or cold when version is 0.
+
+    Answer with ``ActivationFinished(op)``. The sandbox is activation ``generation``.
+    """
 
     actor: str
     worker: str
     node: str
     version: int
     snapshot_bytes: int
+    op: int = 0
+    generation: int = 0
 
     @property
     def cold(self) -> bool:
@@ -165,17 +268,31 @@ class Restore(NamedTuple):
 
 
 class Checkpoint(NamedTuple):
-    """Checkpoint the idle ``actor`` on ``worker`` as snapshot ``version``, then free the worker."""
+    """Checkpoint the idle ``actor`` (activation ``generation``) on ``worker`` as
+    snapshot ``version``, then free the worker. Answer with ``CheckpointFinished(op)``."""
 
     actor: str
     worker: str
     node: str
     version: int
     snapshot_bytes: int
+    op: int = 0
+    generation: int = 0
+
+
+class StopSandbox(NamedTuple):
+    """Make sure the sandbox of activation ``generation`` of ``actor`` on ``worker`` is
+    gone (kill it if it runs: its state is not needed). Answer with ``SandboxStopped(op)``."""
+
+    actor: str
+    worker: str
+    generation: int
+    reason: str
+    op: int
 
 
 class Forward(NamedTuple):
-    """Send the request to the actor's worker.
+    """Send the request to the actor's worker, to activation ``generation``.
 
     ``activated`` is true when the request had to wait for its actor to be activated;
     ``queue_s`` is the time it waited for a free worker and ``activation_s`` the rest
@@ -189,6 +306,7 @@ class Forward(NamedTuple):
     activated: bool
     queue_s: float
     activation_s: float
+    generation: int = 0
 
 
 class Reject(NamedTuple):
@@ -203,6 +321,15 @@ class Reject(NamedTuple):
     def outcome(self) -> str:
         """``"timeout"`` for a 504, ``"rejected"`` for anything else."""
         return "timeout" if self.status == 504 else "rejected"
+
+
+class Abandon(NamedTuple):
+    """A forwarded request outlived its deadline: the controller counts it as ended.
+    The driver must cut its connection to the actor (a reset, never a half-close)."""
+
+    request: int
+    actor: str
+    worker: str
 
 
 class SetTimer(NamedTuple):
@@ -224,8 +351,27 @@ class DropActor(NamedTuple):
     actor: str
 
 
+class StateLost(NamedTuple):
+    """Activation ``generation`` of ``actor`` is gone with its memory: the actor goes on
+    from snapshot ``version`` (0: its template). Whatever it acknowledged after that
+    snapshot is lost; the driver reports exactly which requests that was."""
+
+    actor: str
+    generation: int
+    version: int
+    reason: str
+
+
+class Correction(NamedTuple):
+    """The controller changed its view to match what the backend observed."""
+
+    actor: str
+    worker: str
+    detail: str
+
+
 class AdminResult(NamedTuple):
-    """The answer to an operator's request (suspend, resume, delete)."""
+    """The answer to an operator's request (suspend, resume, delete, recover)."""
 
     actor: str
     ok: bool
@@ -233,5 +379,16 @@ class AdminResult(NamedTuple):
 
 
 Command = (
-    Restore | Checkpoint | Forward | Reject | SetTimer | RetireWorker | DropActor | AdminResult
+    Restore
+    | Checkpoint
+    | StopSandbox
+    | Forward
+    | Reject
+    | Abandon
+    | SetTimer
+    | RetireWorker
+    | DropActor
+    | StateLost
+    | Correction
+    | AdminResult
 )

@@ -100,6 +100,7 @@ SUMMARY_KEYS = (
     "control_plane_calls_per_s",
     "sim_events",
     "wall_s",
+    "reliability",
 )
 
 Table = Mapping[str, Any]
@@ -128,8 +129,12 @@ def summarize(
     control_plane_calls: int,
     events: int,
     wall_s: float,
+    reliability: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The run summary (keys :data:`SUMMARY_KEYS`).
+
+    ``reliability`` holds injected faults and the controller's fault and recovery
+    counters (stale completions, retries, lost activations, ...).
 
     Request latency percentiles are over requests that ended ok; activation latency
     is each activation's ``total_s`` (control plane + download + restore).
@@ -155,6 +160,7 @@ def summarize(
         "control_plane_calls_per_s": control_plane_calls / duration_s if duration_s else None,
         "sim_events": events,
         "wall_s": wall_s,
+        "reliability": dict(reliability or {}),
     }
     assert tuple(summary) == SUMMARY_KEYS
     return summary

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from control.controller import Controller
+from control.controller import Controller, RecoverySettings
 from control.policies import EvictThenWait, Lazy
+from sim.faults import FaultModel, faults_from_config
 from sim.latency import LatencyModel, latency_from_config
 from workloads.agent import AgentWorkload
 from workloads.base import Workload
@@ -61,15 +62,19 @@ class RunSpec:
     config: dict[str, Any]
     warnings: tuple[str, ...]
     _policy_cfg: dict[str, Any]
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    faults: FaultModel = field(default_factory=FaultModel)
 
-    def make_controller(self) -> Controller:
-        """A fresh controller with fresh policy instances (policies keep state)."""
+    def make_controller(self, recovery: RecoverySettings | None = None) -> Controller:
+        """A fresh controller with fresh policy instances (policies keep state);
+        ``recovery`` replaces the configured deadlines (a real backend adds its own)."""
         policies = {k: instantiate(v) for k, v in self._policy_cfg.items()}
         return Controller(
             policies["placement"],
             policies["suspension"],
             policies["admission"],
             router_timeout_s=self.router_timeout_s,
+            recovery=recovery or self.recovery,
         )
 
 
@@ -176,8 +181,10 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
     try:
         workload = WORKLOADS[kind](workload_cfg, base_dir)
         latency = latency_from_config(_section(raw, "latency"), "latency", base_dir)
+        faults = faults_from_config(raw.get("faults"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    recovery = recovery_from_config(raw.get("recovery"))
 
     sample_interval_s = _float(backend, "sample_interval_s", "backend.sample_interval_s")
     return RunSpec(
@@ -199,7 +206,25 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
         config=raw,
         warnings=tuple(warnings),
         _policy_cfg={k: policy[k] for k in POLICY_METHODS},
+        recovery=recovery,
+        faults=faults,
     )
+
+
+def recovery_from_config(cfg: Any) -> RecoverySettings:
+    """The ``recovery`` section (the controller's deadlines and retries), checked."""
+    if cfg is None:
+        return RecoverySettings()
+    if not isinstance(cfg, Mapping):
+        raise ConfigError("recovery: must be a mapping")
+    allowed = set(RecoverySettings.__dataclass_fields__)
+    unknown = set(cfg) - allowed
+    if unknown:
+        raise ConfigError(f"recovery: unknown {sorted(unknown)}; allowed: {sorted(allowed)}")
+    try:
+        return RecoverySettings(**cfg)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"recovery.{e}") from None
 
 
 def _choices(cfg: Any) -> dict[str, str]:

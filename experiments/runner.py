@@ -36,6 +36,7 @@ def summary_of(result: RunResult, spec: RunSpec, *, backend: str, wall_s: float)
         control_plane_calls=result.control_plane_calls,
         events=result.events,
         wall_s=round(wall_s, 3),
+        reliability=result.reliability,
     )
 
 
@@ -52,6 +53,7 @@ def make_simulation(spec: RunSpec, progress: Callable[[float], None] | None = No
         resume_on_every_request=spec.resume_on_every_request,
         sample_interval_s=spec.sample_interval_s,
         progress=progress,
+        faults=spec.faults,
     )
 
 

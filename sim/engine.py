@@ -10,7 +10,11 @@ carries out its commands with modeled latencies:
 * ``Checkpoint``: a control-plane call, checkpoint on the node's CPU, cache it
   locally, upload it, report ``CheckpointFinished``;
 * ``Forward``: the actor serves the request for its service time;
-* ``SetTimer``: a SimPy timeout.
+* ``SetTimer``: a SimPy timeout;
+* ``StopSandbox``: done at once (``SandboxStopped``).
+
+With a :class:`sim.faults.FaultModel`, restores fail, checkpoints lose their sandbox
+and workers vanish at the configured rates, through the same events.
 
 Idle actors are records in the controller and slots in the workload's arrays; no
 SimPy process exists per actor, only per activation or checkpoint in progress.
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,11 +34,15 @@ import simpy
 
 from control.controller import Controller
 from control.messages import (
+    Abandon,
     ActivationFinished,
+    ActivationOutcome,
     ActorCreated,
     AdminResult,
     Checkpoint,
     CheckpointFinished,
+    CheckpointOutcome,
+    Correction,
     DropActor,
     Event,
     Forward,
@@ -44,12 +52,16 @@ from control.messages import (
     RequestFinished,
     Restore,
     RetireWorker,
+    SandboxStopped,
     SetTimer,
     SnapshotCached,
     SnapshotEvicted,
+    StateLost,
+    StopSandbox,
     Timer,
     TimerFired,
     WorkerAdded,
+    WorkerLost,
 )
 from control.metrics import (
     ACTIVATION_COLUMNS,
@@ -59,6 +71,7 @@ from control.metrics import (
 )
 from control.model import ActorState
 from sim.distributions import Sampler
+from sim.faults import FaultModel
 from sim.latency import LatencyModel
 from sim.resources import ByteLru, FluidShare, ServerPool
 from workloads.base import Workload
@@ -82,6 +95,7 @@ class RunResult:
     worker_utilization: float
     control_plane_calls: int
     events: int
+    reliability: dict[str, int] = field(default_factory=dict)  # fault and recovery counters
 
 
 class _Node:
@@ -146,6 +160,7 @@ class Simulation:
         resume_on_every_request: bool = False,
         sample_interval_s: float = 1.0,
         progress: Callable[[float], None] | None = None,
+        faults: FaultModel | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers: must be >= 1 (got {workers})")
@@ -165,6 +180,14 @@ class Simulation:
         self.resume_on_every_request = resume_on_every_request
         self.sample_interval_s = sample_interval_s
         self._progress = progress
+        self.faults = faults or FaultModel()
+        # Faults draw from a stream of their own: a run without faults draws nothing
+        # from it, and the latency streams are the same with and without faults.
+        self._fault_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x464C54]))
+        self._injected = {"restore_failures": 0, "checkpoint_failures": 0, "workers_lost": 0}
+        self._serving: dict[str, set[int]] = {}  # worker -> requests it is serving
+        self._broken: set[int] = set()  # requests whose worker was lost while serving
+        self._next_worker = workers
 
         # One independent stream per latency component: changing how often one is
         # drawn does not shift the others.
@@ -205,9 +228,13 @@ class Simulation:
             SetTimer: self._do_set_timer,
             Restore: lambda cmd: self.env.process(self._do_restore(cmd)),
             Checkpoint: lambda cmd: self.env.process(self._do_checkpoint(cmd)),
+            StopSandbox: self._do_stop,
             RetireWorker: lambda cmd: None,
             DropActor: lambda cmd: None,  # the simulator sends no operator requests
             AdminResult: lambda cmd: None,
+            Abandon: lambda cmd: None,  # never: the simulator ends every forward
+            StateLost: lambda cmd: None,  # counted by the controller
+            Correction: lambda cmd: None,
         }
 
     # ------------------------------------------------------------ running
@@ -220,6 +247,8 @@ class Simulation:
             self._create(i)
         self.env.process(self._arrivals())
         self.env.process(self._sampler())
+        if self.faults.worker_loss_per_hour > 0:
+            self.env.process(self._worker_losses())
         self.env.run(until=self._done)
         if self._open:
             raise RuntimeError(f"{self._open} requests never ended")  # pragma: no cover
@@ -236,6 +265,7 @@ class Simulation:
             worker_utilization=occupied_s / (self.workers * self.duration_s),
             control_plane_calls=cp_calls,
             events=self.controller.stats.events,
+            reliability=reliability_counters(self.controller, self._injected),
         )
 
     def _create(self, index: int) -> None:
@@ -306,10 +336,20 @@ class Simulation:
         log.queue[rid] = cmd.queue_s
         log.activation[rid] = cmd.activation_s
         log.activated[rid] = cmd.activated
-        self.env.timeout(log.service[rid]).callbacks.append(lambda _ev: self._finish(rid))
+        worker = cmd.worker
+        if self.faults.worker_loss_per_hour > 0:
+            self._serving.setdefault(worker, set()).add(rid)
+        self.env.timeout(log.service[rid]).callbacks.append(lambda _ev: self._finish(rid, worker))
 
-    def _finish(self, rid: int) -> None:
-        self._end(rid, _OK, 200)
+    def _finish(self, rid: int, worker: str) -> None:
+        if rid in self._broken:  # its worker died while serving it
+            self._broken.discard(rid)
+            self._end(rid, _REJECTED, 502)
+        else:
+            self._end(rid, _OK, 200)
+            serving = self._serving.get(worker)
+            if serving is not None:
+                serving.discard(rid)
         self._dispatch(RequestFinished(rid))
         self._check_done()
 
@@ -363,6 +403,39 @@ class Simulation:
 
     # ------------------------------------------------------------ lifecycle work
 
+    def _do_stop(self, cmd: StopSandbox) -> None:
+        op = cmd.op
+        self.env.timeout(0).callbacks.append(lambda _ev: self._dispatch(SandboxStopped(op)))
+
+    def _worker_losses(self) -> Generator[simpy.Event, Any, None]:
+        """Workers vanish at random (a Poisson process over the pool); each is replaced
+        by a new worker on the same node after ``worker_replacement_s``."""
+        rate_per_s = self.faults.worker_loss_per_hour * self.workers / 3600.0
+        while True:
+            yield self.env.timeout(float(self._fault_rng.exponential(1.0 / rate_per_s)))
+            live = [w.id for w in self.controller.workers()]
+            if not live:
+                continue
+            lost = live[int(self._fault_rng.integers(len(live)))]
+            node = self._worker_node[lost]
+            self._injected["workers_lost"] += 1
+            self._broken.update(self._serving.pop(lost, ()))
+            self._dispatch(WorkerLost(lost, "injected worker loss"))
+            self.env.process(self._replace_worker(node))
+
+    def _replace_worker(self, node: str) -> Generator[simpy.Event, Any, None]:
+        yield self.env.timeout(self.faults.worker_replacement_s)
+        worker = f"w{self._next_worker}"
+        self._next_worker += 1
+        self._worker_node[worker] = node
+        self._dispatch(WorkerAdded(worker, node))
+
+    def _injected_failure(self, rate: float, kind: str) -> bool:
+        if rate <= 0 or self._fault_rng.random() >= rate:
+            return False
+        self._injected[kind] += 1
+        return True
+
     def _do_restore(self, cmd: Restore) -> Generator[simpy.Event, Any, None]:
         env, node = self.env, self._nodes[cmd.node]
         start = env.now
@@ -384,12 +457,19 @@ class Simulation:
         if ready > 0:
             yield env.timeout(ready)
         restore_s = env.now - restored_from
+        if not self.controller.is_current(cmd.op):  # its worker was lost meanwhile
+            self._dispatch(ActivationFinished(cmd.op))  # late: ignored and counted
+            return
+        if self._injected_failure(self.faults.restore_failure_rate, "restore_failures"):
+            failed = ActivationOutcome.FAILED
+            self._dispatch(ActivationFinished(cmd.op, failed, "injected restore failure"))
+            return
         cp_s = self._last_cp.get(cmd.actor, 0.0)
         self._activations.append(
             (cmd.actor, cmd.worker, cmd.node, start, cmd.cold, cache_hit, cmd.snapshot_bytes,
              cp_s, download_s, restore_s, cp_s + download_s + restore_s)
         )  # fmt: skip
-        self._dispatch(ActivationFinished(cmd.actor, cmd.worker))
+        self._dispatch(ActivationFinished(cmd.op))
 
     def _do_checkpoint(self, cmd: Checkpoint) -> Generator[simpy.Event, Any, None]:
         env, node = self.env, self._nodes[cmd.node]
@@ -399,6 +479,13 @@ class Simulation:
         yield node.cpu.run(
             self.latency.checkpoint_work(self._checkpoint_fixed(), cmd.snapshot_bytes)
         )
+        if not self.controller.is_current(cmd.op):  # its worker was lost meanwhile
+            self._dispatch(CheckpointFinished(cmd.op))  # late: ignored and counted
+            return
+        if self._injected_failure(self.faults.checkpoint_failure_rate, "checkpoint_failures"):
+            lost = CheckpointOutcome.LOST
+            self._dispatch(CheckpointFinished(cmd.op, lost, "injected checkpoint failure"))
+            return
         upload_from = env.now
         self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
         yield from self._transfer(node, cmd.snapshot_bytes)
@@ -408,7 +495,7 @@ class Simulation:
             (cmd.actor, cmd.worker, cmd.node, start, cmd.snapshot_bytes, checkpoint_from - start,
              upload_from - checkpoint_from, env.now - upload_from, env.now - start)
         )  # fmt: skip
-        self._dispatch(CheckpointFinished(cmd.actor, cmd.worker))
+        self._dispatch(CheckpointFinished(cmd.op, snapshot_bytes=cmd.snapshot_bytes))
 
     def _transfer(self, node: _Node, size: int) -> Generator[simpy.Event, Any, None]:
         first_byte = self._first_byte()
@@ -462,6 +549,18 @@ class Simulation:
             "service_s": np.frombuffer(log.service, dtype=np.float64),
             "total_s": np.frombuffer(log.total, dtype=np.float64),
         }
+
+
+def reliability_counters(controller: Controller, injected: dict[str, int]) -> dict[str, int]:
+    """Injected faults (``injected_*``) and the controller's fault and recovery counters."""
+    stats = asdict(controller.stats)
+    keys = (
+        "failed_activations", "failed_checkpoints", "stale_completions",
+        "activation_deadlines", "checkpoint_deadlines", "declined_checkpoints",
+        "activation_retries", "abandoned_requests", "lost_states", "quarantines",
+        "corrections", "workers_lost",
+    )  # fmt: skip
+    return {**{f"injected_{k}": v for k, v in injected.items()}, **{k: stats[k] for k in keys}}
 
 
 def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:

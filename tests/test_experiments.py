@@ -74,6 +74,11 @@ def test_demo_experiment_is_the_headline_case(compose_cfg):
         ("policy.admission.timeout_s=0", "policy.admission: timeout_s: must be"),
         ("backend.name=gke", "backend.name: unknown 'gke'; allowed: sim, local"),
         ("policy.placement._target_=collections.OrderedDict", "is not a placement policy"),
+        ("faults.restore_failure_rate=1.5", "faults.restore_failure_rate: must be between 0 and 1"),
+        ("faults.worker_replacement_s=0", "faults.worker_replacement_s: must be > 0"),
+        ("recovery.activation_deadline_s=0", "recovery.activation_deadline_s: must be a finite"),
+        ("recovery.max_activation_attempts=0", "recovery.max_activation_attempts: must be an"),
+        ("+recovery.bogus=1", "recovery: unknown ['bogus']; allowed:"),
     ],
 )
 def test_bad_config_fails_before_the_run_naming_the_field(compose_cfg, override, message):

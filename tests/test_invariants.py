@@ -1,18 +1,28 @@
 """Property tests: the controller's invariants hold over random event sequences.
 
-A Hypothesis state machine plays a driver that finishes outstanding work (restores,
-checkpoints, forwarded requests, timers) in a random order, adds and removes workers,
-and reports cache changes, under every combination of the three policy families.
-After every step it checks:
+A Hypothesis state machine plays a driver under every combination of the three policy
+families. The driver keeps its own *truth* (which sandbox really runs on which
+worker, which snapshot is really committed) and misbehaves the way real drivers and
+machines do: it finishes outstanding work in a random order, with random outcomes
+(failed and unusable restores, declined and lost checkpoints), drops completions
+and forwarded requests altogether, sends completions twice, late or for operations
+that never existed, lets sandboxes die silently, loses whole workers, and reports
+observed state from its truth. After every step it checks:
 
-* an actor is on at most one worker and a worker hosts at most one actor, and the
-  actor<->worker links agree;
+* an actor is on at most one worker and a worker hosts at most one actor, the
+  actor<->worker links agree, and the worker counts add up (free + occupied +
+  quarantined-empty = all);
 * an actor holds a worker exactly when it is RESUMING, RUNNING or SUSPENDING;
-* a checkpoint is only ordered for an actor with no forwarded request in flight;
+* a checkpoint is only ordered for an actor with no request of its current
+  activation in flight, and carries that activation's generation;
+* generations only grow; every Forward goes to the actor's current generation;
 * a queued actor is SUSPENDED and has a request waiting for it;
 * no request is ended twice.
 
-At teardown it drains all outstanding work and checks every request ended exactly once.
+At teardown it delivers everything that was not dropped, fires every timer and
+reports the truth once more, until nothing changes; then every request has ended
+exactly once, no actor is RESUMING, and every worker is free, quarantined with a
+reason, or hosts an actor whose sandbox really runs there.
 """
 
 from __future__ import annotations
@@ -23,28 +33,40 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from control.controller import Controller
+from control.controller import Controller, RecoverySettings
 from control.messages import (
+    Abandon,
     ActivationFinished,
+    ActivationOutcome,
     ActorCreated,
     ActorDeleted,
     AdminResult,
     Checkpoint,
     CheckpointFinished,
+    CheckpointOutcome,
+    Correction,
     DropActor,
     Forward,
+    Observed,
+    ObservedSandbox,
+    ObservedSnapshot,
+    RecoverRequested,
     Reject,
     RequestArrived,
     RequestFinished,
     Restore,
     ResumeRequested,
     RetireWorker,
+    SandboxStopped,
     SetTimer,
     SnapshotCached,
     SnapshotEvicted,
+    StateLost,
+    StopSandbox,
     SuspendRequested,
     TimerFired,
     WorkerAdded,
+    WorkerLost,
     WorkerRemoved,
 )
 from control.model import ActorState
@@ -66,10 +88,18 @@ ADMISSIONS = [FailFast, lambda: QueueWithDeadline(1.5), lambda: EvictThenWait(3.
 ACTORS = [f"a{i}" for i in range(5)]
 NODES = ["n0", "n1"]
 HOLDS_WORKER = {ActorState.RESUMING, ActorState.RUNNING, ActorState.SUSPENDING}
+RECOVERY = RecoverySettings(
+    activation_deadline_s=3.0,
+    checkpoint_deadline_s=5.0,
+    forward_deadline_s=8.0,
+    retry_backoff_s=0.2,
+    checkpoint_retry_s=0.5,
+    checkpoint_retry_max_s=2.0,
+)
 
 
 class ControllerMachine(RuleBasedStateMachine):
-    """A random driver of the controller."""
+    """A random, unreliable driver of the controller."""
 
     @initialize(
         placement=st.sampled_from(PLACEMENTS),
@@ -78,17 +108,25 @@ class ControllerMachine(RuleBasedStateMachine):
         workers=st.integers(1, 4),
     )
     def setup(self, placement, suspension, admission, workers):
-        self.ctl = Controller(placement(), suspension(), admission(), router_timeout_s=4.0)
+        self.ctl = Controller(
+            placement(), suspension(), admission(), router_timeout_s=4.0, recovery=RECOVERY
+        )
         self.now = 0.0
         self.request_ids = itertools.count()
         self.worker_ids = itertools.count()
         self.restores: list[Restore] = []
         self.checkpoints: list[Checkpoint] = []
+        self.stops: list[StopSandbox] = []
         self.forwarded: list[Forward] = []
         self.timers: list[SetTimer] = []
+        self.sent: list = []  # completions already delivered, to send again
         self.arrived: set[int] = set()
         self.ended: dict[int, str] = {}
         self.retired: set[str] = set()
+        self.generations: dict[str, int] = {}
+        # The driver's truth: what really runs where, and what is really committed.
+        self.running: dict[str, tuple[str, int]] = {}  # worker -> (actor, generation)
+        self.committed: dict[str, int] = {}  # actor -> newest committed snapshot
         for actor in ACTORS:
             self.send(ActorCreated(actor, "t", 1000))
         for _ in range(workers):
@@ -102,78 +140,232 @@ class ControllerMachine(RuleBasedStateMachine):
 
     def carry_out(self, cmd):
         if isinstance(cmd, Restore):
-            assert all(r.actor != cmd.actor for r in self.restores), "two restores of one actor"
-            assert all(r.worker != cmd.worker for r in self.restores), "two restores on a worker"
+            assert cmd.generation > self.generations.get(cmd.actor, 0), "generation went back"
+            self.generations[cmd.actor] = cmd.generation
+            assert all(r.op != cmd.op for r in self.restores)
             self.restores.append(cmd)
+            self.running[cmd.worker] = (cmd.actor, cmd.generation)  # the sandbox starts
         elif isinstance(cmd, Checkpoint):
-            busy = [f for f in self.forwarded if f.actor == cmd.actor]
+            actor = self.ctl.actor(cmd.actor)
+            assert cmd.generation == actor.generation, "checkpoint of a stale generation"
+            mine = (cmd.actor, cmd.generation)
+            busy = [f for f in self.forwarded if (f.actor, f.generation) == mine]
             assert not busy, f"checkpoint of {cmd.actor} with requests in flight: {busy}"
             self.checkpoints.append(cmd)
+        elif isinstance(cmd, StopSandbox):
+            self.stops.append(cmd)
         elif isinstance(cmd, Forward):
             assert cmd.request in self.arrived and cmd.request not in self.ended
             assert all(f.request != cmd.request for f in self.forwarded), "forwarded twice"
-            assert self.ctl.actor(cmd.actor).worker == cmd.worker
+            actor = self.ctl.actor(cmd.actor)
+            assert actor.worker == cmd.worker and actor.generation == cmd.generation
             assert cmd.queue_s >= 0 and cmd.activation_s >= 0
             self.forwarded.append(cmd)
         elif isinstance(cmd, Reject):
-            assert cmd.request not in self.ended, f"request {cmd.request} ended twice"
+            self.end(cmd.request, cmd.outcome)
             assert all(f.request != cmd.request for f in self.forwarded), "rejected after forward"
-            self.ended[cmd.request] = cmd.outcome
+        elif isinstance(cmd, Abandon):
+            self.end(cmd.request, "abandoned")
+            self.forwarded = [f for f in self.forwarded if f.request != cmd.request]
         elif isinstance(cmd, SetTimer):
             self.timers.append(cmd)
         elif isinstance(cmd, RetireWorker):
             assert self.ctl.worker(cmd.worker) is None
             self.retired.add(cmd.worker)
+            self.running.pop(cmd.worker, None)  # torn down with whatever ran on it
         elif isinstance(cmd, DropActor):
             assert self.ctl.actor(cmd.actor) is None
-            assert all(r.actor != cmd.actor for r in self.restores + self.checkpoints)
-        elif isinstance(cmd, AdminResult):
+            alive = [w for w, (a, _) in self.running.items() if a == cmd.actor]
+            assert not alive, f"deleted {cmd.actor} while its sandbox runs on {alive}"
+        elif isinstance(cmd, StateLost):
+            assert self.ctl.actor(cmd.actor).state is not ActorState.RUNNING
+        elif isinstance(cmd, AdminResult | Correction):
             pass
         else:  # pragma: no cover - a new command type must be handled here
             raise AssertionError(f"unexpected command {cmd!r}")
 
+    def end(self, request, outcome):
+        assert request not in self.ended, f"request {request} ended twice"
+        self.ended[request] = outcome
+
     def tick(self, dt):
         self.now += dt
 
+    def deliver(self, event):
+        self.sent.append(event)
+        self.send(event)
+
+    # The real effects of finishing work, whether or not the controller hears of it.
+    def restore_ends(self, cmd, outcome):
+        if outcome is not ActivationOutcome.OK and self.running.get(cmd.worker) == (
+            cmd.actor, cmd.generation,
+        ):  # fmt: skip
+            del self.running[cmd.worker]
+
+    def checkpoint_ends(self, cmd, outcome):
+        if outcome is CheckpointOutcome.OK:
+            self.committed[cmd.actor] = max(self.committed.get(cmd.actor, 0), cmd.version)
+        if outcome is not CheckpointOutcome.DECLINED and self.running.get(cmd.worker) == (
+            cmd.actor, cmd.generation,
+        ):  # fmt: skip
+            del self.running[cmd.worker]
+
+    def stop_ends(self, cmd):
+        if self.running.get(cmd.worker) == (cmd.actor, cmd.generation):
+            del self.running[cmd.worker]
+
     # ------------------------------------------------------------ rules
 
-    @rule(actor=st.sampled_from(ACTORS), dt=st.floats(0, 1.0))
-    def request_arrives(self, actor, dt):
+    # Rules that always apply are few and do several things each: Hypothesis picks
+    # among applicable rules about evenly, and the rules that finish outstanding work
+    # must get their turn often enough for actors to go round their lifecycle.
+
+    @rule(actor=st.sampled_from(["ghost", *ACTORS]), dt=st.floats(0, 1.0), late=st.booleans())
+    def request_arrives(self, actor, dt, late):
+        """A request; a late one spent long in the control-plane queue before reaching us."""
         self.tick(dt)
         rid = next(self.request_ids)
         self.arrived.add(rid)
-        self.send(RequestArrived(rid, actor, self.now))
+        self.send(RequestArrived(rid, actor, self.now - (5.0 if late else 0.0)))
 
-    @rule(actor=st.sampled_from(["ghost", *ACTORS]))
-    def request_arrives_late(self, actor):
-        """A request that spent long in the control-plane queue before reaching us."""
-        rid = next(self.request_ids)
-        self.arrived.add(rid)
-        self.send(RequestArrived(rid, actor, self.now - 5.0))
-
-    @precondition(lambda self: self.restores)
-    @rule(data=st.data(), ok=st.sampled_from([True, True, True, False]), dt=st.floats(0, 0.5))
-    def restore_finishes(self, data, ok, dt):
+    # One rule per outcome: Hypothesis chooses between rules far more evenly than
+    # between the elements of a list, so every outcome really occurs.
+    def finish_restore(self, data, outcome, dt):
         cmd = self.restores.pop(data.draw(st.integers(0, len(self.restores) - 1)))
         self.tick(dt)
-        self.send(ActivationFinished(cmd.actor, cmd.worker, ok))
+        self.restore_ends(cmd, outcome)
+        self.deliver(ActivationFinished(cmd.op, outcome, "test"))
 
-    @precondition(lambda self: self.checkpoints)
-    @rule(data=st.data(), ok=st.sampled_from([True, True, True, False]), dt=st.floats(0, 0.5))
-    def checkpoint_finishes(self, data, ok, dt):
+    @precondition(lambda self: self.restores)
+    @rule(data=st.data(), dt=st.floats(0, 0.5))
+    def restore_succeeds(self, data, dt):
+        self.finish_restore(data, ActivationOutcome.OK, dt)
+
+    @precondition(lambda self: self.restores)
+    @rule(data=st.data(), dt=st.floats(0, 0.5))
+    def restore_fails(self, data, dt):
+        self.finish_restore(data, ActivationOutcome.FAILED, dt)
+
+    @precondition(lambda self: self.restores)
+    @rule(data=st.data(), dt=st.floats(0, 0.5))
+    def restore_finds_snapshot_unusable(self, data, dt):
+        self.finish_restore(data, ActivationOutcome.UNUSABLE, dt)
+
+    def finish_checkpoint(self, data, outcome, dt):
         cmd = self.checkpoints.pop(data.draw(st.integers(0, len(self.checkpoints) - 1)))
         self.tick(dt)
-        self.send(CheckpointFinished(cmd.actor, cmd.worker, ok))
-        if ok and data.draw(st.booleans()):
+        self.checkpoint_ends(cmd, outcome)
+        self.deliver(CheckpointFinished(cmd.op, outcome, "test"))
+        if outcome is CheckpointOutcome.OK and data.draw(st.booleans()):
             self.send(SnapshotCached(cmd.actor, cmd.node, cmd.version))
+
+    @precondition(lambda self: self.checkpoints)
+    @rule(data=st.data(), dt=st.floats(0, 0.5))
+    def checkpoint_succeeds(self, data, dt):
+        self.finish_checkpoint(data, CheckpointOutcome.OK, dt)
+
+    @precondition(lambda self: self.checkpoints)
+    @rule(data=st.data(), dt=st.floats(0, 0.5))
+    def checkpoint_is_declined(self, data, dt):
+        self.finish_checkpoint(data, CheckpointOutcome.DECLINED, dt)
+
+    @precondition(lambda self: self.checkpoints)
+    @rule(data=st.data(), dt=st.floats(0, 0.5))
+    def checkpoint_loses_its_sandbox(self, data, dt):
+        self.finish_checkpoint(data, CheckpointOutcome.LOST, dt)
+
+    @precondition(lambda self: self.stops)
+    @rule(data=st.data())
+    def stop_finishes(self, data):
+        cmd = self.stops.pop(data.draw(st.integers(0, len(self.stops) - 1)))
+        self.stop_ends(cmd)
+        self.deliver(SandboxStopped(cmd.op))
+
+    @precondition(lambda self: self.restores or self.checkpoints or self.stops or self.forwarded)
+    @rule()
+    def driver_makes_progress(self):
+        """The oldest outstanding piece of work ends normally (so lifecycles go round)."""
+        if self.forwarded:
+            cmd = self.forwarded.pop(0)
+            self.end(cmd.request, "ok")
+            self.deliver(RequestFinished(cmd.request))
+        elif self.restores:
+            cmd = self.restores.pop(0)
+            self.deliver(ActivationFinished(cmd.op))
+        elif self.checkpoints:
+            cmd = self.checkpoints.pop(0)
+            self.checkpoint_ends(cmd, CheckpointOutcome.OK)
+            self.deliver(CheckpointFinished(cmd.op))
+        else:
+            cmd = self.stops.pop(0)
+            self.stop_ends(cmd)
+            self.deliver(SandboxStopped(cmd.op))
+
+    @precondition(lambda self: self.restores or self.checkpoints or self.stops)
+    @rule(data=st.data(), restore_ok=st.booleans(), checkpoint_ok=st.booleans())
+    def completion_is_dropped(self, data, restore_ok, checkpoint_ok):
+        """The work happens, but the controller never hears of it."""
+        kind = data.draw(st.sampled_from([k for k in ("r", "c", "s") if self.queue(k)]))
+        queue = self.queue(kind)
+        cmd = queue.pop(data.draw(st.integers(0, len(queue) - 1)))
+        if kind == "r":
+            failed = ActivationOutcome.FAILED
+            self.restore_ends(cmd, ActivationOutcome.OK if restore_ok else failed)
+        elif kind == "c":
+            lost = CheckpointOutcome.LOST
+            self.checkpoint_ends(cmd, CheckpointOutcome.OK if checkpoint_ok else lost)
+        else:
+            self.stop_ends(cmd)
+
+    def queue(self, kind):
+        return {"r": self.restores, "c": self.checkpoints, "s": self.stops}[kind]
+
+    @rule(data=st.data(), op=st.integers(10_000, 10_010), kind=st.sampled_from("rcsq"))
+    def bogus_completion_arrives(self, data, op, kind):
+        """A completion sent again (late or duplicate), then one for work never ordered."""
+        if self.sent:
+            self.send(data.draw(st.sampled_from(self.sent)))
+        event = {
+            "r": ActivationFinished(op),
+            "c": CheckpointFinished(op),
+            "s": SandboxStopped(op),
+            "q": RequestFinished(op),
+        }[kind]
+        self.send(event)
 
     @precondition(lambda self: self.forwarded)
     @rule(data=st.data(), dt=st.floats(0, 0.5))
     def request_finishes(self, data, dt):
         cmd = self.forwarded.pop(data.draw(st.integers(0, len(self.forwarded) - 1)))
         self.tick(dt)
-        self.ended[cmd.request] = "ok"
-        self.send(RequestFinished(cmd.request))
+        self.end(cmd.request, "ok")
+        self.deliver(RequestFinished(cmd.request))
+
+    @precondition(lambda self: self.forwarded)
+    @rule(data=st.data())
+    def forward_is_dropped(self, data):
+        """The router lost the request: no RequestFinished ever comes (its deadline must)."""
+        self.forwarded.pop(data.draw(st.integers(0, len(self.forwarded) - 1)))
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data())
+    def sandbox_dies_silently(self, data):
+        worker = data.draw(st.sampled_from(sorted(self.running)))
+        del self.running[worker]
+
+    @rule(actor=st.sampled_from(ACTORS), node=st.sampled_from(NODES))
+    def backend_reports_what_it_sees(self, actor, node):
+        """Observed state; and a node's cache drops a snapshot."""
+        self.send(self.observation())
+        known = self.ctl.actor(actor)
+        self.send(SnapshotEvicted(actor, node, known.snapshot_version if known else 1))
+
+    def observation(self):
+        return Observed(
+            self.now,
+            tuple(ObservedSandbox(a, w, g) for w, (a, g) in sorted(self.running.items())),
+            tuple(ObservedSnapshot(a, v) for a, v in sorted(self.committed.items())),
+        )
 
     @precondition(lambda self: self.timers)
     @rule()
@@ -183,27 +375,36 @@ class ControllerMachine(RuleBasedStateMachine):
         self.now = max(self.now, cmd.at)
         self.send(TimerFired(cmd.timer))
 
-    @rule()
     def add_worker(self):
         wid = f"w{next(self.worker_ids)}"
         self.send(WorkerAdded(wid, NODES[len(wid) % 2]))
 
-    @rule(data=st.data())
-    def remove_worker(self, data):
+    @rule(data=st.data(), change=st.sampled_from(["add", "remove", "lose"]))
+    def pool_changes(self, data, change):
+        """A worker joins, is removed (drains), or vanishes with what ran on it."""
         workers = self.ctl.workers()
-        if len(workers) > 1:
-            self.send(WorkerRemoved(data.draw(st.sampled_from(workers)).id))
+        if change == "add" or len(workers) < 2:
+            self.add_worker()
+            return
+        worker = data.draw(st.sampled_from(workers)).id
+        if change == "remove":
+            self.send(WorkerRemoved(worker))
+        else:
+            self.running.pop(worker, None)
+            self.send(WorkerLost(worker, "test"))
 
-    @rule(actor=st.sampled_from(ACTORS), node=st.sampled_from(NODES))
-    def cache_evicts(self, actor, node):
-        known = self.ctl.actor(actor)
-        self.send(SnapshotEvicted(actor, node, known.snapshot_version if known else 1))
-
-    @rule(actor=st.sampled_from(ACTORS), op=st.sampled_from(["suspend", "resume", "delete"]))
+    @rule(
+        actor=st.sampled_from(ACTORS),
+        op=st.sampled_from(["suspend", "resume", "delete", "recover"]),
+    )
     def operator_acts(self, actor, op):
-        event = {"suspend": SuspendRequested, "resume": ResumeRequested, "delete": ActorDeleted}
+        if op == "recover":
+            event = RecoverRequested(actor, self.committed.get(actor, 0))
+        else:
+            kinds = {"suspend": SuspendRequested, "resume": ResumeRequested, "delete": ActorDeleted}
+            event = kinds[op](actor)
         before = len(self.restores) + len(self.checkpoints)
-        cmds = self.ctl.handle(event[op](actor), self.now)
+        cmds = self.ctl.handle(event, self.now)
         results = [c for c in cmds if isinstance(c, AdminResult)]
         assert len(results) == 1, cmds  # exactly one answer per operator request
         for cmd in cmds:
@@ -223,26 +424,31 @@ class ControllerMachine(RuleBasedStateMachine):
                 assert actor.worker not in hosts, f"{actor.worker} hosts two actors"
                 hosts[actor.worker] = actor.id
                 assert self.ctl.worker(actor.worker).actor == actor.id
+        quarantined_empty = 0
         for worker in self.ctl.workers():
             if worker.actor is not None:
                 assert hosts.get(worker.id) == worker.actor
+            elif worker.quarantined is not None:
+                quarantined_empty += 1
         assert self.ctl.occupied_workers == len(hosts)
-        assert self.ctl.free_workers + len(hosts) == len(self.ctl.workers())
+        total = self.ctl.free_workers + len(hosts) + quarantined_empty
+        assert total == len(self.ctl.workers())
         assert self.ctl.waiting_actors == 0 or self.ctl.free_workers == 0
         for actor_id in self.ctl.queue():
             assert self.ctl.actor(actor_id).state is ActorState.SUSPENDED
             assert self.ctl.waiting_requests(actor_id) > 0, f"{actor_id} queued for nothing"
 
     @invariant()
-    def outstanding_work_matches_states(self):
+    def operations_match_states(self):
         if not hasattr(self, "ctl"):
             return
-        for cmd in self.restores:
-            assert self.ctl.actor(cmd.actor).state is ActorState.RESUMING
-        for cmd in self.checkpoints:
-            assert self.ctl.actor(cmd.actor).state is ActorState.SUSPENDING
-        resuming = sum(a.state is ActorState.RESUMING for a in self.ctl.actors())
-        assert resuming == len(self.restores)
+        for actor in self.ctl.actors():
+            if actor.state in (ActorState.RESUMING, ActorState.SUSPENDING):
+                assert actor.op is not None and self.ctl.is_current(actor.op), actor
+            else:
+                assert actor.op is None, actor
+
+    # ------------------------------------------------------------ teardown
 
     def teardown(self):
         if not hasattr(self, "ctl"):
@@ -250,23 +456,42 @@ class ControllerMachine(RuleBasedStateMachine):
         for _ in range(10_000):
             if self.forwarded:
                 cmd = self.forwarded.pop(0)
-                self.ended[cmd.request] = "ok"
+                self.end(cmd.request, "ok")
                 self.send(RequestFinished(cmd.request))
             elif self.restores:
                 cmd = self.restores.pop(0)
-                self.send(ActivationFinished(cmd.actor, cmd.worker))
+                self.send(ActivationFinished(cmd.op))
             elif self.checkpoints:
                 cmd = self.checkpoints.pop(0)
-                self.send(CheckpointFinished(cmd.actor, cmd.worker))
+                self.checkpoint_ends(cmd, CheckpointOutcome.OK)
+                self.send(CheckpointFinished(cmd.op))
+            elif self.stops:
+                cmd = self.stops.pop(0)
+                self.stop_ends(cmd)
+                self.send(SandboxStopped(cmd.op))
             elif self.timers:
                 self.next_timer_fires()
             else:
-                break
+                self.now += 1.0
+                before = (self.ctl.stats.corrections, len(self.stops))
+                self.send(self.observation())
+                if (self.ctl.stats.corrections, len(self.stops)) == before:
+                    break
         assert self.ctl.open_requests == 0
         assert set(self.ended) == self.arrived, "some request never ended"
+        for actor in self.ctl.actors():
+            assert actor.state is not ActorState.RESUMING, actor
+            assert actor.state is not ActorState.SUSPENDING or actor.overdue, actor
+        for worker in self.ctl.workers():
+            if worker.actor is None or worker.quarantined is not None:
+                continue  # free, or quarantined with a reason
+            actor = self.ctl.actor(worker.actor)
+            assert self.running.get(worker.id) == (actor.id, actor.generation), (
+                f"{worker.id} is said to host {actor} but runs {self.running.get(worker.id)}"
+            )
 
 
 ControllerMachine.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=60, deadline=None
+    max_examples=400, stateful_step_count=80, deadline=None
 )
 TestControllerInvariants = ControllerMachine.TestCase

@@ -238,3 +238,58 @@ def test_placement_policies_only_use_workers_that_exist():
         policies=(SnapshotLocalityPlacement(), AfterEachRequest(), QueueWithDeadline(5.0)),
     )
     assert res2.requests["outcome"].tolist().count("ok") == 200
+
+
+# ---------------------------------------------------------------- injected faults
+
+
+def test_faults_are_injected_through_the_controllers_events_and_every_request_ends(compose_cfg):
+    cfg = compose_cfg(
+        "experiment=oversub_250_on_8", "duration_s=300", "faults=chaos",
+        "faults.restore_failure_rate=0.05", "faults.worker_loss_per_hour=6",
+        "faults.checkpoint_failure_rate=0.02",
+    )  # fmt: skip
+    out = simulate(build(cfg))
+    s, rel, req = out.summary, out.summary["reliability"], out.result.requests
+    assert s["ok"] + s["rejected"] + s["timed_out"] == s["requests"]  # every request ended
+    assert rel["injected_restore_failures"] == rel["failed_activations"] > 0
+    assert rel["injected_checkpoint_failures"] == rel["failed_checkpoints"] > 0
+    assert rel["injected_workers_lost"] == rel["workers_lost"] > 0
+    # A failed or interrupted restore is retried while requests wait for it.
+    interrupted = rel["failed_activations"] + rel["workers_lost"] + rel["activation_deadlines"]
+    assert 0 < rel["activation_retries"] <= interrupted
+    # A lost worker or a lost checkpoint takes an activation's memory with it.
+    assert rel["lost_states"] >= rel["failed_checkpoints"]
+    # Requests that were being served on a lost worker fail with 502.
+    assert (req["status"] == 502).sum() > 0
+    assert s["workers"] == 8  # replaced workers keep the pool's size in the summary
+
+
+def test_runs_with_faults_are_deterministic_and_without_faults_unchanged(compose_cfg):
+    base = ("experiment=oversub_250_on_8", "duration_s=120")
+    chaos = (*base, "faults=chaos", "faults.worker_loss_per_hour=10")
+    first, second = (simulate(build(compose_cfg(*chaos))).summary for _ in range(2))
+    first.pop("wall_s"), second.pop("wall_s")
+    assert first == second
+    # faults=none draws nothing from the fault stream: the latency streams are untouched.
+    plain = simulate(build(compose_cfg(*base))).summary
+    none = simulate(build(compose_cfg(*base, "faults=none"))).summary
+    assert plain["activation_latency_s"] == none["activation_latency_s"]
+    assert plain["reliability"]["stale_completions"] == 0
+
+
+def test_a_restore_failure_rate_of_one_fails_every_request_after_the_attempts():
+    from sim.faults import FaultModel
+
+    ctl = Controller(LruPlacement(), AfterEachRequest(), QueueWithDeadline(10.0),
+                     router_timeout_s=10.0)  # fmt: skip
+    plan = Plan.from_schedule([1.0, 1.0, 1.5], [0, 1, 0], 0.1, duration_s=10.0)
+    sim = Simulation(
+        ctl, plan, latency(), workers=2, nodes=1, duration_s=10.0, seed=0,
+        faults=FaultModel(restore_failure_rate=1.0),
+    )  # fmt: skip
+    result = sim.run()
+    assert list(result.requests["status"]) == [502, 502, 502]
+    assert result.reliability["failed_activations"] == 2 * 3  # two actors, three attempts each
+    assert result.reliability["activation_retries"] == 2 * 2
+    assert len(result.activations["total_s"]) == 0  # failed activations are not latencies

@@ -37,13 +37,17 @@ from backends.local.runsc import Runsc
 from backends.local.store import SnapshotStore
 from control.controller import Controller
 from control.messages import (
+    Abandon,
     ActivationFinished,
+    ActivationOutcome,
     ActorCreated,
     ActorDeleted,
     AdminResult,
     Checkpoint,
     CheckpointFinished,
+    CheckpointOutcome,
     Command,
+    Correction,
     DropActor,
     Event,
     Forward,
@@ -53,7 +57,10 @@ from control.messages import (
     Restore,
     ResumeRequested,
     RetireWorker,
+    SandboxStopped,
     SetTimer,
+    StateLost,
+    StopSandbox,
     SuspendRequested,
     TimerFired,
     WorkerAdded,
@@ -159,7 +166,6 @@ class LocalBackend:
         self.control_plane_calls = 0
         self._t0 = time.monotonic()
         self._ids = itertools.count()
-        self._sandbox_ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[Forward | Reject]] = {}
         self._running: dict[str, str] = {}  # actor -> its sandbox
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -357,6 +363,10 @@ class LocalBackend:
                 self.db.delete_actor(cmd.actor)
             elif isinstance(cmd, RetireWorker):
                 self._spawn(netns.delete(self.workers.pop(cmd.worker)))
+            elif isinstance(cmd, StopSandbox):
+                self._spawn(self._stop_sandbox(cmd))
+            elif isinstance(cmd, StateLost | Correction | Abandon):
+                log.warning("%s", cmd)
             # AdminResult: returned to the caller of admin()
         return cmds
 
@@ -386,7 +396,7 @@ class LocalBackend:
         w = self.workers[cmd.worker]
         actor = self.ctl.actor(cmd.actor)
         assert actor is not None
-        sandbox = f"{cmd.actor}-{self.s.instance}-{next(self._sandbox_ids)}"
+        sandbox = self._sandbox_id(cmd.actor, cmd.generation)
         started = self.now()
         ok = True
         self.db.sandbox_started(sandbox, cmd.actor, w.worker_id, w.netns)
@@ -416,7 +426,8 @@ class LocalBackend:
             (cmd.actor, w.worker_id, NODE, started, cmd.cold, True, cmd.snapshot_bytes, 0.0,
              0.0, seconds, seconds)
         )  # fmt: skip
-        self._dispatch(ActivationFinished(cmd.actor, w.worker_id, ok))
+        outcome = ActivationOutcome.OK if ok else ActivationOutcome.FAILED
+        self._dispatch(ActivationFinished(cmd.op, outcome))
 
     async def _checkpoint(self, cmd: Checkpoint) -> None:
         w = self.workers[cmd.worker]
@@ -446,7 +457,19 @@ class LocalBackend:
         self.records.checkpoints.append(
             (cmd.actor, w.worker_id, NODE, started, size, 0.0, took, 0.0, took)
         )
-        self._dispatch(CheckpointFinished(cmd.actor, w.worker_id, ok))
+        outcome = CheckpointOutcome.OK if ok else CheckpointOutcome.LOST
+        self._dispatch(CheckpointFinished(cmd.op, outcome, snapshot_bytes=size))
+
+    def _sandbox_id(self, actor: str, generation: int) -> str:
+        """The container id of activation ``generation`` of ``actor``."""
+        return f"{actor}_g{generation}_i{self.s.instance}"
+
+    async def _stop_sandbox(self, cmd: StopSandbox) -> None:
+        """Kill and remove the sandbox of an abandoned activation, then report it."""
+        try:
+            await self._destroy(cmd.actor, self._sandbox_id(cmd.actor, cmd.generation))
+        finally:
+            self._dispatch(SandboxStopped(cmd.op))
 
     async def _destroy(self, actor: str, sandbox: str) -> None:
         """Kill and remove ``sandbox`` now."""
