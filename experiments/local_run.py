@@ -28,11 +28,12 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from backends.local.catalog import agent_template_name
 from backends.local.cleanup import cleanup
-from backends.local.driver import LocalBackend, LocalSettings, agent_template_name
+from backends.local.driver import LocalBackend, LocalSettings
 from backends.local.router import data_app
 from backends.local.settings import LocalConfig
-from backends.local.store import image_bytes
+from backends.local.store import Snapshot
 from control.metrics import (
     ACTIVATION_COLUMNS,
     CHECKPOINT_COLUMNS,
@@ -170,7 +171,7 @@ async def _run(
         pop = plan.population
         chosen = actor_templates(lc.template, lc.settings, len(pop))
         templates = dict(zip(pop.ids, chosen, strict=True))
-        golden: dict[str, Path] = {}
+        golden: dict[str, tuple[Snapshot, Path]] = {}
         if (pop.snapshot_version > 0).any():
             for t in sorted(set(templates.values())):
                 print(f"making the golden snapshot of {t} ...", file=sys.stderr, flush=True)
@@ -215,7 +216,7 @@ async def _run(
         sizes = real_snapshot_bytes(
             pop.snapshot_bytes,
             templates,
-            {t: image_bytes(path) for t, path in golden.items()},
+            {t: sealed.bytes for t, (sealed, _) in golden.items()},
             _table(CHECKPOINT_COLUMNS, rec.checkpoints[:n_ckpt]),
         )
         double = backend.double_activations()

@@ -17,16 +17,30 @@ def cleanup_main(argv: list[str]) -> int:
     """Remove every sandbox, namespace and run directory actormux created."""
     parser = argparse.ArgumentParser(
         prog="actormux cleanup",
-        description="Remove every gVisor sandbox, network namespace, veth and run directory "
-        "the local backend created (also after a crash). Snapshots and the state database "
-        "are kept unless --purge-state names their directory.",
+        description="Remove every gVisor sandbox, network namespace, veth, firewall table "
+        "and run directory the local backend created (also after a crash). Sandboxes that "
+        "still run are first checkpointed into their state dir, as a restarted serve would. "
+        "Snapshots and the state database are kept unless --purge-state names their "
+        "directory. Refuses while a serve runs on the instance.",
     )
     parser.add_argument("--instance", type=int, help="only this backend instance (default: all)")
-    parser.add_argument("--purge-state", type=Path, help="also delete this state directory")
+    parser.add_argument(
+        "--purge-state", type=Path, help="also delete this state directory (an actormux one)"
+    )
+    parser.add_argument(
+        "--discard",
+        action="store_true",
+        help="kill running sandboxes without saving them (their acknowledged state is lost)",
+    )
     args = parser.parse_args(argv)
-    from backends.local.cleanup import cleanup, leftovers
+    from backends.local.cleanup import CleanupRefused, cleanup, leftovers
+    from backends.local.lock import InstanceBusy
 
-    report = cleanup(args.instance, purge_state=args.purge_state)
+    try:
+        report = cleanup(args.instance, purge_state=args.purge_state, discard=args.discard)
+    except (CleanupRefused, InstanceBusy) as e:
+        print(f"actormux cleanup: {e}", file=sys.stderr)
+        return 2
     print(report)
     left = leftovers(args.instance)
     if left:
@@ -71,6 +85,7 @@ def admin_main(argv: list[str]) -> int:
     sub.add_parser("list", help="all actors and their states")
     sub.add_parser("workers", help="workers and the actor on each")
     sub.add_parser("stats", help="counters")
+    sub.add_parser("losses", help="reported losses: what acknowledged state is gone, and why")
     create = sub.add_parser("create", help="create an actor")
     create.add_argument("actor")
     create.add_argument(
@@ -80,6 +95,13 @@ def admin_main(argv: list[str]) -> int:
     )
     for name in ("show", "suspend", "resume", "delete"):
         sub.add_parser(name, help=f"{name} an actor").add_argument("actor")
+    recover = sub.add_parser(
+        "recover", help="let a failed actor go on from an older snapshot (the loss is recorded)"
+    )
+    recover.add_argument("actor")
+    recover.add_argument(
+        "--version", type=int, required=True, help="snapshot version (0: template)"
+    )
     args = parser.parse_args(argv)
     token = args.token
     if token is None:
@@ -93,6 +115,7 @@ def admin_main(argv: list[str]) -> int:
         "list": ("GET", "/actors", None),
         "workers": ("GET", "/workers", None),
         "stats": ("GET", "/stats", None),
+        "losses": ("GET", "/losses", None),
     }
     if args.command in routes:
         method, path, body = routes[args.command]
@@ -102,6 +125,8 @@ def admin_main(argv: list[str]) -> int:
         method, path, body = "GET", f"/actors/{args.actor}", None
     elif args.command == "delete":
         method, path, body = "DELETE", f"/actors/{args.actor}", None
+    elif args.command == "recover":
+        method, path, body = "POST", f"/actors/{args.actor}/recover", {"version": args.version}
     else:
         method, path, body = "POST", f"/actors/{args.actor}/{args.command}", None
     return _call(args.url, token, method, path, body)

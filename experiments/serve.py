@@ -14,15 +14,17 @@ import os
 import secrets
 import signal
 import sys
-from pathlib import Path
 
 import hydra
 from aiohttp import web
 from omegaconf import DictConfig
 
+from backends.local.db import StateDBError
 from backends.local.driver import LocalBackend
+from backends.local.lock import InstanceBusy
 from backends.local.router import admin_app, data_app
 from backends.local.settings import LocalConfig
+from backends.local.statedir import NotAStateDir
 from experiments.app import CONF_DIR, build_or_exit, local_config_or_exit
 from experiments.build import RunSpec
 
@@ -53,7 +55,11 @@ async def serve(spec: RunSpec, lc: LocalConfig) -> None:
     backend = LocalBackend(lc.settings, spec.make_controller())
     runners: list[web.AppRunner] = []
     try:
-        await backend.prepare()
+        try:
+            await backend.prepare()
+        except (InstanceBusy, NotAStateDir, StateDBError) as e:
+            print(f"actormux serve: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
         backend.open()
         token = admin_token(lc)
         runners.append(
@@ -93,5 +99,4 @@ def run_serve(cfg: DictConfig) -> None:
         print("actormux serve: needs backend=local", file=sys.stderr)
         sys.exit(2)
     lc = local_config_or_exit(cfg, spec)
-    Path(lc.settings.state_dir).mkdir(parents=True, exist_ok=True)
     asyncio.run(serve(spec, lc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,21 @@ def compose_cfg():
             )
 
     return _compose
+
+
+@pytest.fixture
+def gvisor():
+    """Real gVisor sandboxes on backend instance 7: skip outside CI when runsc cannot run
+    here (saying why), fail in CI; clean instance 7 before and check it is clean after."""
+    from backends.local.cleanup import cleanup, leftovers
+    from backends.local.settings import runsc_unusable_reason
+
+    reason = runsc_unusable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"gVisor tests must run in CI, but: {reason}")
+        pytest.skip(f"gVisor cannot run here: {reason}")
+    cleanup(7, discard=True)
+    yield
+    cleanup(7, discard=True)
+    assert leftovers(7) == []

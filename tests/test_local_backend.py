@@ -10,108 +10,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
 import pandas as pd
 import pytest
-from aiohttp import web
+from gvisor_harness import (
+    ACTORMUX,
+    INSTANCE,
+    ROOT,
+    TOKEN,
+    admin,
+    free_port,
+    harness,
+    post,
+    serve_process,
+    wait_for,
+)
 
-from backends.local.cleanup import cleanup, leftovers
-from backends.local.driver import LocalBackend, LocalSettings
+from backends.local.cleanup import leftovers
 from backends.local.names import BadActorId, actor_from_host, check_actor_id
-from backends.local.router import admin_app, data_app
-from backends.local.settings import runsc_unusable_reason
-from control.controller import Controller
-from control.messages import SuspendRequested
-from control.policies import IdleTimeout, Lazy, LruPlacement, QueueWithDeadline
+from control.policies import IdleTimeout
 
-INSTANCE = 7
-ROOT = Path(__file__).resolve().parent.parent
-ACTORMUX = str(Path(sys.executable).parent / "actormux")
-TOKEN = "test-token"
-
-
-@pytest.fixture(autouse=True)
-def gvisor():
-    reason = runsc_unusable_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"gVisor tests must run in CI, but: {reason}")
-        pytest.skip(f"gVisor cannot run here: {reason}")
-    cleanup(INSTANCE)
-    yield
-    cleanup(INSTANCE)
-    assert leftovers(INSTANCE) == []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Harness:
-    """A backend with its router and admin API on free loopback ports."""
-
-    def __init__(self, backend: LocalBackend, port: int, admin_port: int) -> None:
-        self.backend = backend
-        self.url = f"http://127.0.0.1:{port}"
-        self.admin = f"http://127.0.0.1:{admin_port}"
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-
-    async def call(self, actor: str, method: str = "POST", body: bytes = b"", **headers: str):
-        async with self.session.request(
-            method, self.url + "/", data=body, headers={"Host": f"{actor}.actors.local", **headers}
-        ) as resp:
-            return resp.status, await resp.read(), resp.headers
-
-    async def suspend(self, actor: str) -> None:
-        assert self.backend.admin(SuspendRequested(actor)).ok
-        while self.backend.ctl.actor(actor).state != "suspended":
-            await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def harness(tmp_path: Path, *, workers: int = 2, suspension=None) -> AsyncIterator[Harness]:
-    settings = LocalSettings(
-        state_dir=tmp_path / "state", runtime_dir=Path(f"/run/actormux/{INSTANCE}"),
-        instance=INSTANCE, workers=workers, agent_state_mb=8,
-    )  # fmt: skip
-    controller = Controller(
-        LruPlacement(), suspension or Lazy(), QueueWithDeadline(20.0), router_timeout_s=30.0
-    )
-    backend = LocalBackend(settings, controller)
-    runners = []
-    await backend.prepare()
-    backend.open()
-    try:
-        port, admin_port = free_port(), free_port()
-        for app, p in [
-            (data_app(backend, domain="actors.local", max_body_bytes=1024), port),
-            (admin_app(backend, token=TOKEN), admin_port),
-        ]:
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", p).start()
-            runners.append(runner)
-        h = Harness(backend, port, admin_port)
-        try:
-            yield h
-        finally:
-            await h.session.close()
-    finally:
-        for runner in runners:
-            await runner.cleanup()
-        await backend.close(save=False)
+pytestmark = pytest.mark.usefixtures("gvisor")
 
 
 def test_counter_and_agent_survive_20_suspend_resume_cycles(tmp_path):
@@ -233,46 +156,6 @@ def test_idle_timeout_suspends_through_the_real_backend(tmp_path):
             assert h.backend.store.versions("c1") == [1]
 
     asyncio.run(body())
-
-
-def serve_process(tmp_path: Path, port: int, admin_port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [ACTORMUX, "serve", "backend=local", f"backend.instance={INSTANCE}",
-         f"backend.port={port}", f"backend.admin_port={admin_port}",
-         f"backend.state_dir={tmp_path / 'state'}", f"backend.admin_token={TOKEN}",
-         "cluster.workers=2", "policy/suspension=lazy", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
-def admin(admin_port: int, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [ACTORMUX, "admin", "--url", f"http://127.0.0.1:{admin_port}", "--token", TOKEN, *args],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-
-
-def wait_for(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError("serve did not start")
-
-
-def post(port: int, actor: str, method: str = "POST") -> dict:
-    import urllib.request
-
-    data = b"" if method == "POST" else None
-    headers = {"Host": f"{actor}.actors.local"}
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/", data=data, method=method, headers=headers
-    )
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.loads(resp.read())
 
 
 def test_serve_survives_a_crash_and_cleanup_removes_everything(tmp_path):

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.local.driver import LocalSettings, default_templates
+from backends.local.catalog import default_templates
+from backends.local.driver import LocalSettings
 from backends.local.settings import local_config
 from experiments.local_run import actor_templates, real_snapshot_bytes
 
@@ -16,6 +17,7 @@ BASE = {
     "instance": 0, "port": 8000, "admin_port": 8001, "template": "agent",
     "agent_state_mb": 16, "activation_timeout_s": 20, "request_timeout_s": 60,
     "sample_interval_s": 1.0, "max_body_bytes": 1024, "state_dir": "/tmp/x",
+    "observe_interval_s": 2.0, "snapshot_reserve_mb": 64, "keep_snapshots": 2,
 }  # fmt: skip
 
 

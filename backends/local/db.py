@@ -1,39 +1,45 @@
-"""The control plane's durable state, in SQLite: actors, workers, snapshots, sandboxes,
-activations. A restarted control plane reads it to know which actors exist, which
-snapshot each has, and which sandboxes may still be running (to save them first)."""
+"""The control plane's durable state, in SQLite: actors (with their generation fence),
+sandboxes, activations, and reported losses. Snapshots are not recorded here: the
+snapshot store is their only source of truth (``store.py``).
+
+A restarted control plane reads it to know which actors exist, which sandboxes may
+still be running (to save them first) and the newest generation of every actor, so
+generations keep increasing and a stale sandbox can never commit. Every write
+commits with ``synchronous=FULL``; the driver runs them on one worker thread
+(:meth:`StateDB.offload`), off its event loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
+from backends.local.store import StaleGeneration
+
+SCHEMA_VERSION = 2
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS actors (
     id TEXT PRIMARY KEY,
     template TEXT NOT NULL,
-    snapshot_version INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,   -- newest activation: the fence
     created_unix REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS snapshots (
-    actor TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    created_unix REAL NOT NULL,
-    PRIMARY KEY (actor, version)
-);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    netns TEXT NOT NULL,
-    actor_ip TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sandboxes (
     id TEXT PRIMARY KEY,
     actor TEXT NOT NULL,
     worker TEXT NOT NULL,
     netns TEXT NOT NULL,
-    status TEXT NOT NULL,          -- starting, running, stopped
+    generation INTEGER NOT NULL,
+    status TEXT NOT NULL,          -- starting, running (served), stopped
     started_unix REAL NOT NULL,
     stopped_unix REAL
 );
@@ -43,11 +49,28 @@ CREATE TABLE IF NOT EXISTS activations (
     worker TEXT NOT NULL,
     kind TEXT NOT NULL,            -- cold or restore
     version INTEGER NOT NULL,
-    ok INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
     seconds REAL NOT NULL,
     finished_unix REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS losses (
+    id INTEGER PRIMARY KEY,
+    actor TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    version INTEGER NOT NULL,      -- the snapshot the actor continues from
+    reason TEXT NOT NULL,
+    requests TEXT NOT NULL,        -- JSON list of acknowledged request ids lost (if known)
+    known INTEGER NOT NULL,        -- 1: that list is complete
+    at_unix REAL NOT NULL
+);
 """
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class StateDBError(RuntimeError):
+    """The database is not one this version of actormux can use."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +79,7 @@ class ActorRow:
 
     id: str
     template: str
-    snapshot_version: int
+    generation: int
 
 
 @dataclass(frozen=True)
@@ -67,69 +90,115 @@ class SandboxRow:
     actor: str
     worker: str
     netns: str
+    generation: int
     status: str
 
 
+@dataclass(frozen=True)
+class LossRow:
+    """A reported loss: what an actor acknowledged after snapshot ``version`` is gone."""
+
+    actor: str
+    generation: int
+    version: int
+    reason: str
+    requests: tuple[str, ...]
+    known: bool
+    at_unix: float
+
+
 class StateDB:
-    """The SQLite database at ``path`` (WAL mode: readers never block the control plane)."""
+    """The SQLite database at ``path`` (created 0600; WAL; synchronous=FULL)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(SCHEMA)
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            if self.conn.execute("SELECT count(*) FROM actors").fetchone()[0]:
+                raise StateDBError(f"{path} was written by an older actormux; use a new state dir")
+            self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise StateDBError(f"{path} has schema {row[0]}, this actormux needs {SCHEMA_VERSION}")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statedb")
 
     def close(self) -> None:
-        """Close the database."""
+        """Finish pending writes and close the database."""
+        self._thread.shutdown(wait=True)
         self.conn.close()
 
-    # actors and snapshots
-    def add_actor(self, actor: str, template: str, version: int = 0) -> None:
+    async def offload(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` (a method of this database) on its own thread, off the event loop;
+        writes stay in the order they were issued."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+
+    # ------------------------------------------------------------ actors
+
+    def add_actor(self, actor: str, template: str) -> None:
         """Record a new actor."""
         self.conn.execute(
-            "INSERT INTO actors (id, template, snapshot_version, created_unix) VALUES (?,?,?,?)",
-            (actor, template, version, time.time()),
+            "INSERT INTO actors (id, template, generation, created_unix) VALUES (?,?,0,?)",
+            (actor, template, time.time()),
         )
 
     def actors(self) -> list[ActorRow]:
         """Every actor, in creation order."""
         rows = self.conn.execute(
-            "SELECT id, template, snapshot_version FROM actors ORDER BY rowid"
+            "SELECT id, template, generation FROM actors ORDER BY rowid"
         ).fetchall()
         return [ActorRow(*row) for row in rows]
 
-    def snapshot_committed(self, actor: str, version: int, size: int) -> None:
-        """A complete snapshot is in place and is now the actor's latest."""
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.execute(
-                "INSERT OR REPLACE INTO snapshots VALUES (?,?,?,?)",
-                (actor, version, size, time.time()),
-            )
-            self.conn.execute("UPDATE actors SET snapshot_version=? WHERE id=?", (version, actor))
+    def has_actor(self, actor: str) -> bool:
+        """True if ``actor`` is recorded."""
+        return self.conn.execute("SELECT 1 FROM actors WHERE id=?", (actor,)).fetchone() is not None
+
+    def generation(self, actor: str) -> int:
+        """The newest generation of ``actor`` (the fence a checkpoint must match)."""
+        row = self.conn.execute("SELECT generation FROM actors WHERE id=?", (actor,)).fetchone()
+        if row is None:
+            raise KeyError(actor)
+        return int(row[0])
+
+    def raise_generation(self, actor: str, generation: int) -> None:
+        """Make ``generation`` at least the actor's newest (e.g. found in the store)."""
+        self.conn.execute(
+            "UPDATE actors SET generation=max(generation, ?) WHERE id=?", (generation, actor)
+        )
 
     def delete_actor(self, actor: str) -> None:
-        """Forget an actor and its snapshots."""
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.execute("DELETE FROM snapshots WHERE actor=?", (actor,))
-            self.conn.execute("DELETE FROM actors WHERE id=?", (actor,))
+        """Forget an actor."""
+        self.conn.execute("DELETE FROM actors WHERE id=?", (actor,))
 
-    # workers and sandboxes
-    def set_workers(self, rows: list[tuple[str, str, str]]) -> None:
-        """The current workers as (id, netns, actor ip)."""
-        with self.conn:
-            self.conn.execute("BEGIN")
-            self.conn.execute("DELETE FROM workers")
-            self.conn.executemany("INSERT INTO workers VALUES (?,?,?)", rows)
+    # ------------------------------------------------------------ sandboxes
 
-    def sandbox_started(self, sandbox: str, actor: str, worker: str, netns: str) -> None:
-        """A sandbox is being started or restored."""
-        self.conn.execute(
-            "INSERT OR REPLACE INTO sandboxes VALUES (?,?,?,?,'running',?,NULL)",
-            (sandbox, actor, worker, netns, time.time()),
-        )
+    def begin_activation(
+        self, actor: str, generation: int, sandbox: str, worker: str, netns: str
+    ) -> None:
+        """Fence and record a sandbox before it starts: ``generation`` becomes the actor's
+        newest, or :class:`StaleGeneration` if a newer one exists."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            updated = self.conn.execute(
+                "UPDATE actors SET generation=? WHERE id=? AND generation<?",
+                (generation, actor, generation),
+            ).rowcount
+            if updated != 1:
+                why = f"{actor}: generation {generation} is not newer than the fence"
+                raise StaleGeneration(why)
+            self.conn.execute(
+                "INSERT OR REPLACE INTO sandboxes VALUES (?,?,?,?,?,'starting',?,NULL)",
+                (sandbox, actor, worker, netns, generation, time.time()),
+            )
+
+    def sandbox_running(self, sandbox: str) -> None:
+        """A sandbox answered its readiness probe: from now on it may acknowledge requests."""
+        self.conn.execute("UPDATE sandboxes SET status='running' WHERE id=?", (sandbox,))
 
     def sandbox_stopped(self, sandbox: str) -> None:
         """A sandbox is gone (checkpointed, failed or killed)."""
@@ -141,16 +210,46 @@ class StateDB:
     def live_sandboxes(self) -> list[SandboxRow]:
         """Sandboxes not known to be stopped (after a crash: maybe still running)."""
         rows = self.conn.execute(
-            "SELECT id, actor, worker, netns, status FROM sandboxes WHERE status != 'stopped'"
+            "SELECT id, actor, worker, netns, generation, status FROM sandboxes "
+            "WHERE status != 'stopped' ORDER BY started_unix"
         ).fetchall()
         return [SandboxRow(*row) for row in rows]
 
+    def netns_of(self, sandbox: str) -> str | None:
+        """The network namespace a sandbox was started in."""
+        row = self.conn.execute("SELECT netns FROM sandboxes WHERE id=?", (sandbox,)).fetchone()
+        return None if row is None else str(row[0])
+
     def activation(
-        self, sandbox: str, *, actor: str, worker: str, kind: str, version: int, ok: bool,
-        secs: float,
+        self, sandbox: str, *, actor: str, worker: str, kind: str, version: int, outcome: str,
+        seconds: float,
     ) -> None:  # fmt: skip
         """Record how an activation went."""
         self.conn.execute(
             "INSERT OR REPLACE INTO activations VALUES (?,?,?,?,?,?,?,?)",
-            (sandbox, actor, worker, kind, version, int(ok), secs, time.time()),
+            (sandbox, actor, worker, kind, version, outcome, seconds, time.time()),
         )
+
+    # ------------------------------------------------------------ losses
+
+    def record_loss(
+        self, actor: str, generation: int, version: int, reason: str,
+        requests: Sequence[str], *, known: bool,
+    ) -> None:  # fmt: skip
+        """Report that what ``actor`` acknowledged after snapshot ``version`` is lost."""
+        self.conn.execute(
+            "INSERT INTO losses (actor, generation, version, reason, requests, known, at_unix) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (actor, generation, version, reason, json.dumps(list(requests)), int(known),
+             time.time()),
+        )  # fmt: skip
+
+    def losses(self) -> list[LossRow]:
+        """Every reported loss, oldest first."""
+        rows = self.conn.execute(
+            "SELECT actor, generation, version, reason, requests, known, at_unix FROM losses "
+            "ORDER BY id"
+        ).fetchall()
+        return [
+            LossRow(a, g, v, r, tuple(json.loads(q)), bool(k), t) for a, g, v, r, q, k, t in rows
+        ]

@@ -3,17 +3,26 @@
 The same :class:`control.controller.Controller` as in the simulator decides; this
 module only reports events with real (monotonic) timestamps and carries out commands:
 
-* ``Restore``: put the worker's address back, ``runsc run`` (cold, from the template)
-  or ``runsc restore`` (from the actor's latest snapshot), probe ``/healthz``, report;
+* ``Restore``: make sure no older sandbox of the actor is alive, fence (the actor's
+  generation in SQLite becomes this activation's), check the snapshot against its
+  manifest, put the worker's address back, ``runsc run`` (cold) or ``runsc restore``,
+  probe ``/healthz`` (telling the actor its generation), report;
 * ``Checkpoint``: the controller orders it only for an actor with no request in
-  flight, and the router closes every connection to an actor itself, first, before it
-  reports the request finished; after a short settle for the last FIN/ACK,
-  ``runsc checkpoint`` into a temporary directory, rename it into the store, report;
+  flight. The driver declines (the sandbox untouched, the controller retries later)
+  while any connection to the actor is not verifiably closed, while an actor that
+  saw a failed request does not answer, or when the snapshot disk lacks room for its
+  memory; otherwise ``runsc checkpoint`` into a temporary directory and commit it
+  to the store (``store.py``), fenced by generation, report;
+* ``StopSandbox``: kill and remove that activation's sandbox, by container id;
 * ``Forward``/``Reject``: answer the router, which is waiting on the request;
+* ``StateLost``: record precisely which acknowledged requests are gone;
 * ``SetTimer``: ``loop.call_later``.
 
-No policy decision is made here. Everything runs on one asyncio loop, so the
-controller is only ever called from one thread.
+Every restore and checkpoint reports back whatever goes wrong inside it. Blocking
+work (SQLite, hashing, fsync, reading runsc's state) runs off the event loop. Every
+few seconds the backend reports what it observes (live sandboxes, committed
+snapshots) and the controller converges to it. No policy decision is made here;
+everything runs on one asyncio loop, so the controller is called from one thread.
 """
 
 from __future__ import annotations
@@ -23,18 +32,24 @@ import itertools
 import logging
 import shutil
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.local import netns
+from backends.local import firewall, netns, tcpstate
 from backends.local.bundle import write_bundle
-from backends.local.db import StateDB
+from backends.local.catalog import Template, default_templates
+from backends.local.db import LossRow, StateDB
+from backends.local.failpoints import failpoint
 from backends.local.httpclient import ActorHTTPError, request
+from backends.local.lock import DirectoryLock
 from backends.local.names import WorkerNames, check_actor_id
+from backends.local.proc import CommandError
+from backends.local.recovery import RecoveryReport, recover
 from backends.local.runsc import Runsc
-from backends.local.store import SnapshotStore
+from backends.local.statedir import open_state_dir
+from backends.local.store import Snapshot, SnapshotStore, SnapshotUnusable, StaleGeneration
 from control.controller import Controller
 from control.messages import (
     Abandon,
@@ -51,6 +66,10 @@ from control.messages import (
     DropActor,
     Event,
     Forward,
+    Observed,
+    ObservedSandbox,
+    ObservedSnapshot,
+    RecoverRequested,
     Reject,
     RequestArrived,
     RequestFinished,
@@ -68,41 +87,9 @@ from control.messages import (
 from control.model import ActorState
 
 log = logging.getLogger("actormux.local")
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 NODE = "n0"  # one machine
-
-
-@dataclass(frozen=True)
-class Template:
-    """How to start an actor of a kind: the program run inside the sandbox."""
-
-    name: str
-    args: tuple[str, ...]
-
-
-def agent_template_name(state_mb: int) -> str:
-    """The name of the agent template with ``state_mb`` MiB of state."""
-    return f"agent-{state_mb}"
-
-
-def default_templates(
-    python: str, port: int, agent_state_mb: int | Sequence[int]
-) -> dict[str, Template]:
-    """``counter``, ``agent`` (state: the first of ``agent_state_mb``) and ``agent-<MiB>``
-    for each size (see ``backends/local/templates``): sizes that differ between actors
-    make a snapshot's size, and so its dependence on size, measurable."""
-    sizes = [agent_state_mb] if isinstance(agent_state_mb, int) else list(agent_state_mb)
-    if not sizes:
-        raise ValueError("agent_state_mb: give at least one size")
-
-    def agent(name: str, mb: int) -> Template:
-        return Template(name, (python, str(TEMPLATE_DIR / "agent.py"), str(port), str(mb)))
-
-    return {
-        "counter": Template("counter", (python, str(TEMPLATE_DIR / "counter.py"), str(port))),
-        "agent": agent("agent", sizes[0]),
-        **{agent_template_name(mb): agent(agent_template_name(mb), mb) for mb in sizes},
-    }
+MIB = 1 << 20
+TIME_WAIT_S = 61.0  # netstack keeps a TIME_WAIT this long after the actor closed first
 
 
 @dataclass
@@ -116,10 +103,13 @@ class LocalSettings:
     actor_port: int = 8080
     python: str = "/usr/bin/python3"
     agent_state_mb: int | tuple[int, ...] = 16  # several: actors take them in turn
-    activation_timeout_s: float = 20.0
+    activation_timeout_s: float = 20.0  # the readiness probe gives up after this
     checkpoint_settle_s: float = 0.02  # after the router's close, before checkpoint
     request_timeout_s: float = 60.0
     sample_interval_s: float = 1.0
+    observe_interval_s: float = 2.0  # how often observed state is reported
+    snapshot_reserve_mb: int = 64  # free space kept beyond a checkpoint's memory
+    keep_snapshots: int = 2  # newest versions kept per actor (the previous one for repair)
     runsc: str = "runsc"
     resume_on_every_request: bool = False
 
@@ -142,7 +132,8 @@ class Records:
     activations: list[tuple[Any, ...]] = field(default_factory=list)
     checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
     samples: list[tuple[Any, ...]] = field(default_factory=list)
-    # actor -> [(sandbox, alive from, alive until)]: to detect double activations
+    losses: list[LossRow] = field(default_factory=list)
+    # actor -> [(sandbox, alive from, alive until)]: the driver's own view of lifetimes
     lifetimes: dict[str, list[list[Any]]] = field(default_factory=dict)
 
 
@@ -150,26 +141,32 @@ class LocalBackend:
     """Real gVisor actors on ``settings.workers`` worker slots of this machine."""
 
     def __init__(self, settings: LocalSettings, controller: Controller) -> None:
-        self.s = settings
+        self.settings = settings
         self.ctl = controller
         self.workers = {
             w.worker_id: w
             for w in (WorkerNames(settings.instance, i) for i in range(settings.workers))
         }
         self.runsc = Runsc(settings.runtime_dir / "runsc", settings.runsc)
-        self.store = SnapshotStore(settings.state_dir / "snapshots")
-        self.db = StateDB(settings.state_dir / "state.sqlite")
-        self.templates = default_templates(
+        self.templates: dict[str, Template] = default_templates(
             settings.python, settings.actor_port, settings.agent_state_mb
         )
         self.records = Records()
+        self.recovery = RecoveryReport()
         self.control_plane_calls = 0
+        self.store: SnapshotStore
+        self.db: StateDB
+        self._locks: list[DirectoryLock] = []
         self._t0 = time.monotonic()
-        self._ids = itertools.count()
+        self._ids = 0
         self._waiting: dict[int, asyncio.Future[Forward | Reject]] = {}
-        self._running: dict[str, str] = {}  # actor -> its sandbox
+        self._running: dict[str, str] = {}  # actor -> its serving sandbox
+        self._sandboxes_of: dict[str, set[str]] = {}  # actor -> sandboxes maybe alive
+        self._acked: dict[str, list[str]] = {}  # actor -> requests acked since its snapshot
+        self._dirty: set[str] = set()  # actors that saw a failed connection since a probe
+        self._closed_first: dict[str, float] = {}  # actor -> until when its TIME_WAIT lasts
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._sampler: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._opened = False
         self._stopped = False  # closing: no new sandbox work, no timers
@@ -181,127 +178,159 @@ class LocalBackend:
         return time.monotonic() - self._t0
 
     async def prepare(self) -> None:
-        """Namespaces, bundles and directories; save sandboxes a previous run left behind."""
-        for d in (self.s.runtime_dir / "bundles", self.s.runtime_dir / "logs"):
-            d.mkdir(parents=True, exist_ok=True)
-        await self._recover()
+        """Take the instance, recover from a crash, then namespaces, bundles, directories.
+
+        A second backend on the same run dir or state dir fails here
+        (:class:`backends.local.lock.InstanceBusy`) before it changes anything.
+        """
+        settings = self.settings
+        state_dir = open_state_dir(settings.state_dir)
+        state_lock = DirectoryLock(state_dir, "state dir").acquire()
+        try:
+            run_lock = DirectoryLock(settings.runtime_dir, "backend instance run dir").acquire()
+        except BaseException:
+            state_lock.release()
+            raise
+        self._locks = [state_lock, run_lock]
+        settings.runtime_dir.chmod(0o700)
+        (settings.runtime_dir / "state_dir").write_text(f"{state_dir}\n")
+        for d in (settings.runtime_dir / "bundles", settings.runtime_dir / "logs"):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.store = SnapshotStore(state_dir / "snapshots", keep=settings.keep_snapshots)
+        self.db = StateDB(state_dir / "state.sqlite")
+        self.recovery = await recover(self.runsc, self.store, self.db)
+        self.records.losses.extend(self.db.losses())
         await asyncio.gather(*(netns.create(w) for w in self.workers.values()))
+        await asyncio.to_thread(firewall.install, settings.instance, settings.actor_port)
         for w in self.workers.values():
             for t in self.templates.values():
                 write_bundle(
                     self._bundle(t.name, w), args=t.args, env={"PATH": "/usr/bin:/bin",
                     "PYTHONUNBUFFERED": "1"}, netns_path=w.netns_path,
                 )  # fmt: skip
-        self.db.set_workers([(w.worker_id, w.netns, w.actor_ip) for w in self.workers.values()])
 
     def open(self) -> None:
-        """Hand the actors the database knows and the workers to the controller."""
+        """Hand the actors the database knows (with the store's snapshots) and the
+        workers to the controller; start sampling and observing."""
         for row in self.db.actors():
-            self._dispatch(
-                ActorCreated(
-                    row.id,
-                    row.template,
-                    self._nominal_bytes(row.id, row.snapshot_version),
-                    row.snapshot_version,
-                )
-            )
+            version = self.store.latest(row.id)
+            size = self.store.size(row.id, version) if version else 0
+            self._dispatch(ActorCreated(row.id, row.template, size, version, row.generation))
         for w in self.workers.values():
             self._dispatch(WorkerAdded(w.worker_id, NODE))
         self._opened = True
-        self._sampler = asyncio.create_task(self._sample_forever())
+        self._loops = [
+            asyncio.create_task(self._every(self.settings.sample_interval_s, self.sample)),
+            asyncio.create_task(self._every(self.settings.observe_interval_s, self.observe)),
+        ]
 
     async def close(self, *, save: bool = True, timeout_s: float = 120.0) -> None:
-        """Stop: with ``save``, checkpoint every running actor first; then tear down."""
-        if self._sampler is not None:
-            self._sampler.cancel()
+        """Stop: with ``save``, checkpoint every running actor first; then tear down.
+        A backend that never took its instance's locks owns nothing and touches nothing."""
+        if not self._locks:
+            return
+        for loop_task in self._loops:
+            loop_task.cancel()
         if save and self._opened:
-            for actor in list(self._running):
-                self._dispatch(SuspendRequested(actor))
             deadline = time.monotonic() + timeout_s
             while (self._running or self._tasks) and time.monotonic() < deadline:
+                for actor in list(self._running):
+                    self._dispatch(SuspendRequested(actor))
                 await asyncio.sleep(0.05)
         self._stopped = True
         for handle in self._timers:
             handle.cancel()
         await self._drain_tasks()
         for actor, sandbox in list(self._running.items()):
-            await self._destroy(actor, sandbox)
+            await self._kill(actor, sandbox)
         await asyncio.gather(*(netns.delete(w) for w in self.workers.values()))
-        self.db.close()
+        await asyncio.to_thread(firewall.remove, self.settings.instance)
+        if hasattr(self, "db"):
+            self.db.close()
         if not self.runsc.ids():  # nothing left in runsc's state: the run dir can go
-            shutil.rmtree(self.s.runtime_dir, ignore_errors=True)
+            # Removed while its lock is still held: nobody can lock the old file after us.
+            shutil.rmtree(self.settings.runtime_dir, ignore_errors=True)
+        for lock in self._locks:
+            lock.release()
 
     async def _drain_tasks(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _recover(self) -> None:
-        """Sandboxes the database thinks may still run (the last run crashed): checkpoint
-        the ones that do into the store, so no acknowledged state is lost; drop the rest."""
-        for row in self.db.live_sandboxes():
-            path = f"/var/run/netns/{row.netns}"
-            state = await self.runsc.state(row.id, path) if Path(path).exists() else None
-            if state and state.get("status") == "running":
-                versions = self.store.versions(row.actor)
-                version = (versions[-1] if versions else 0) + 1
-                tmp = self.store.begin(row.actor, version)
-                try:
-                    await self.runsc.checkpoint(row.id, tmp, path)
-                    self.store.commit(row.actor, version, tmp)
-                    self.db.snapshot_committed(
-                        row.actor, version, self.store.size(row.actor, version)
-                    )
-                    log.warning("recovered %s from a running sandbox as v%d", row.actor, version)
-                except Exception:
-                    self.store.abort(tmp)
-                    log.exception("could not save sandbox %s of %s", row.id, row.actor)
-            if Path(path).exists():
-                await self.runsc.kill(row.id, path)
-                await self.runsc.delete(row.id, path)
-            self.db.sandbox_stopped(row.id)
+    async def _every(self, interval_s: float, step: Any) -> None:
+        while True:
+            result = step()
+            if asyncio.iscoroutine(result):
+                await result
+            await asyncio.sleep(interval_s)
 
     # ------------------------------------------------------------ actors
 
-    def create_actor(self, actor: str, template: str, *, golden: Path | None = None) -> None:
-        """A new actor; with ``golden``, its first snapshot is that template image
-        (hard-linked), so its first activation is a restore instead of a cold start."""
+    def create_actor(
+        self, actor: str, template: str, *, golden: tuple[Snapshot, Path] | None = None
+    ) -> None:
+        """A new actor; with ``golden`` (a sealed image and its directory), its first
+        snapshot is that image, hard-linked, so its first activation is a restore."""
         check_actor_id(actor)
         if template not in self.templates:
             raise ValueError(f"unknown template {template!r}; allowed: {sorted(self.templates)}")
-        if self.ctl.actor(actor) is not None or any(r.id == actor for r in self.db.actors()):
+        if self.ctl.actor(actor) is not None or self.db.has_actor(actor):
             raise FileExistsError(f"actor {actor!r} already exists")
-        version = 0
+        if self.store.versions(actor):
+            raise FileExistsError(f"snapshots of {actor!r} exist without an actor; delete them")
+        version, size = 0, 0
         if golden is not None:
-            self.store.link(actor, 1, golden)
+            size = self.store.link(actor, 1, *golden).bytes
             version = 1
-        self.db.add_actor(actor, template, version)
-        if version:
-            self.db.snapshot_committed(actor, 1, self.store.size(actor, 1))
+        self.db.add_actor(actor, template)
         if self._opened:
-            self._dispatch(
-                ActorCreated(actor, template, self._nominal_bytes(actor, version), version)
-            )
+            self._dispatch(ActorCreated(actor, template, size, version))
 
-    def _nominal_bytes(self, actor: str, version: int) -> int:
-        return self.store.size(actor, version) if version else 0
-
-    def admin(self, event: SuspendRequested | ResumeRequested | ActorDeleted) -> AdminResult:
+    def admin(
+        self, event: SuspendRequested | ResumeRequested | ActorDeleted | RecoverRequested
+    ) -> AdminResult:
         """Carry out an operator's request and return the controller's answer."""
         for cmd in self._dispatch(event):
             if isinstance(cmd, AdminResult):
                 return cmd
         raise RuntimeError(f"no answer to {event!r}")  # pragma: no cover
 
-    async def golden_image(self, template: str) -> Path:
-        """A checkpoint of a freshly started ``template`` actor (before any request),
-        made on worker w0 before the controller owns the workers."""
+    def recover_actor(self, actor: str, version: int) -> AdminResult:
+        """An operator lets a failed actor go on from snapshot ``version`` (0: template);
+        the snapshot must check out, and the loss is recorded."""
+        known = self.ctl.actor(actor)
+        if known is None:
+            return AdminResult(actor, False, "unknown actor")
+        if known.state is not ActorState.FAILED:
+            return AdminResult(actor, False, f"actor is {known.state}, not failed")
+        if version:
+            try:
+                self.store.verify(actor, version)
+            except (SnapshotUnusable, ValueError) as e:
+                return AdminResult(actor, False, str(e))
+        was = known.snapshot_version
+        result = self.admin(RecoverRequested(actor, version))
+        if result.ok:
+            aside = self.store.set_aside(actor, version)
+            why = f"an operator chose to go on from v{version} (was v{was})"
+            if aside:
+                why += f"; set aside for inspection: {', '.join(p.name for p in aside)}"
+            self._record_loss(actor, known.generation, version, why)
+        return result
+
+    async def golden_image(self, template: str) -> tuple[Snapshot, Path]:
+        """A sealed checkpoint of a freshly started ``template`` actor (before any
+        request), made on worker w0 before the controller owns the workers."""
         if self._opened:
             raise RuntimeError("golden images are made before open()")
-        target = self.s.runtime_dir / "golden" / template
-        if target.is_dir() and any(target.iterdir()):
-            return target
+        target = self.settings.runtime_dir / "golden" / template
+        if target.is_dir():
+            sealed = self.store.manifest_in(target)
+            if sealed is not None:
+                return sealed, target
+            shutil.rmtree(target)
         w = self.workers["w0"]
-        sandbox = f"golden-{template}-{self.s.instance}"
+        sandbox = f"golden_{template}_i{self.settings.instance}"
         await netns.restore_address(w)
         await self.runsc.delete(sandbox, w.netns_path)
         await self.runsc.run(sandbox, self._bundle(template, w), w.netns_path, self._log(sandbox))
@@ -309,24 +338,26 @@ class LocalBackend:
             await self._probe(w)
             tmp = target.with_name(f".tmp-{template}")
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            await asyncio.sleep(self.s.checkpoint_settle_s)
+            tmp.mkdir(mode=0o700, parents=True)
+            await asyncio.sleep(self.settings.checkpoint_settle_s)
             await self.runsc.checkpoint(sandbox, tmp, w.netns_path)
+            sealed = await asyncio.to_thread(self.store.seal, tmp, template)
             tmp.rename(target)
         finally:
-            await self.runsc.kill(sandbox, w.netns_path)
+            self.runsc.kill_process(sandbox)
             await self.runsc.delete(sandbox, w.netns_path)
-        return target
+        return sealed, target
 
     # ------------------------------------------------------------ requests (router)
 
     async def admit(self, actor: str) -> Admission:
         """Hand a request to the controller and wait for its decision."""
-        rid = next(self._ids)
+        self._ids += 1
+        rid = self._ids
         arrived = self.now()
         future: asyncio.Future[Forward | Reject] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
-        if self.s.resume_on_every_request or not self.ctl.is_running(actor):
+        if self.settings.resume_on_every_request or not self.ctl.is_running(actor):
             self.control_plane_calls += 1
         self._dispatch(RequestArrived(rid, actor, arrived))
         decided = self.now()
@@ -337,9 +368,23 @@ class LocalBackend:
         """The router has the response and has closed the actor connection."""
         self._dispatch(RequestFinished(rid))
 
+    def acknowledged(self, actor: str, generation: int, request_id: str) -> None:
+        """The router told a client that ``actor`` (activation ``generation``) did its
+        request: it is lost if that activation is lost before its next snapshot."""
+        current = self.ctl.actor(actor)
+        if current is not None and current.generation == generation:
+            self._acked.setdefault(actor, []).append(request_id)
+
+    def connection_failed(self, actor: str, *, actor_closed_first: bool = False) -> None:
+        """A connection to ``actor`` ended abnormally (the router reset it, or the actor
+        closed first): no checkpoint until it is verified again."""
+        self._dirty.add(actor)
+        if actor_closed_first:
+            self._closed_first[actor] = self.now() + TIME_WAIT_S
+
     def address(self, worker: str) -> tuple[str, int]:
         """Where a worker's actor answers."""
-        return self.workers[worker].actor_ip, self.s.actor_port
+        return self.workers[worker].actor_ip, self.settings.actor_port
 
     # ------------------------------------------------------------ commands
 
@@ -350,6 +395,13 @@ class LocalBackend:
                 future = self._waiting.pop(cmd.request, None)
                 if future is not None and not future.done():
                     future.set_result(cmd)
+            elif isinstance(cmd, StateLost):
+                self._record_loss(cmd.actor, cmd.generation, cmd.version, cmd.reason)
+            elif isinstance(cmd, Correction):
+                log.warning("correction: %s %s: %s", cmd.actor, cmd.worker, cmd.detail)
+            elif isinstance(cmd, Abandon):
+                log.error("request %d to %s abandoned by the controller", cmd.request, cmd.actor)
+                self.connection_failed(cmd.actor)
             elif self._stopped:
                 continue  # shutting down: the sandboxes are being removed wholesale
             elif isinstance(cmd, SetTimer):
@@ -358,17 +410,19 @@ class LocalBackend:
                 self._spawn(self._restore(cmd))
             elif isinstance(cmd, Checkpoint):
                 self._spawn(self._checkpoint(cmd))
-            elif isinstance(cmd, DropActor):
-                self.store.drop(cmd.actor)
-                self.db.delete_actor(cmd.actor)
-            elif isinstance(cmd, RetireWorker):
-                self._spawn(netns.delete(self.workers.pop(cmd.worker)))
             elif isinstance(cmd, StopSandbox):
                 self._spawn(self._stop_sandbox(cmd))
-            elif isinstance(cmd, StateLost | Correction | Abandon):
-                log.warning("%s", cmd)
+            elif isinstance(cmd, DropActor):
+                self._spawn(self._drop(cmd.actor))
+            elif isinstance(cmd, RetireWorker):
+                self._spawn(netns.delete(self.workers.pop(cmd.worker)))
             # AdminResult: returned to the caller of admin()
         return cmds
+
+    def _report(self, event: Event) -> None:
+        """A completion from a background task (dropped while shutting down)."""
+        if not self._stopped:
+            self._dispatch(event)
 
     def _set_timer(self, cmd: SetTimer) -> None:
         loop = asyncio.get_running_loop()
@@ -392,141 +446,303 @@ class LocalBackend:
         if not task.cancelled() and task.exception() is not None:
             log.error("backend task failed", exc_info=task.exception())
 
+    # ------------------------------------------------------------ restore
+
     async def _restore(self, cmd: Restore) -> None:
-        w = self.workers[cmd.worker]
-        actor = self.ctl.actor(cmd.actor)
-        assert actor is not None
+        outcome, reason = ActivationOutcome.FAILED, "activation did not finish"
         sandbox = self._sandbox_id(cmd.actor, cmd.generation)
         started = self.now()
-        ok = True
-        self.db.sandbox_started(sandbox, cmd.actor, w.worker_id, w.netns)
-        self.records.lifetimes.setdefault(cmd.actor, []).append([sandbox, started, None])
         try:
-            await netns.restore_address(w)
-            bundle = self._bundle(actor.template, w)
-            if cmd.cold:
-                await self.runsc.run(sandbox, bundle, w.netns_path, self._log(sandbox))
-            else:
-                image = self.store.path(cmd.actor, cmd.version)
-                await self.runsc.restore(sandbox, image, bundle, w.netns_path, self._log(sandbox))
-            await self._probe(w)
-        except Exception:
-            log.exception("activation of %s on %s failed", cmd.actor, w.worker_id)
-            ok = False
-        seconds = self.now() - started
-        self.db.activation(
-            sandbox, actor=cmd.actor, worker=w.worker_id, kind="cold" if cmd.cold else "restore",
-            version=cmd.version, ok=ok, secs=seconds,
-        )  # fmt: skip
-        if ok:
-            self._running[cmd.actor] = sandbox
+            outcome, reason = await self._restore_steps(cmd, sandbox)
+        except Exception as e:  # anything at all: the controller must hear of it
+            log.exception("activation of %s on %s failed", cmd.actor, cmd.worker)
+            reason = f"{type(e).__name__}: {e}"
+        finally:
+            seconds = self.now() - started
+            ok = outcome is ActivationOutcome.OK
+            if ok:
+                self._running[cmd.actor] = sandbox
+                self.records.activations.append(
+                    (cmd.actor, cmd.worker, NODE, started, cmd.cold, True, cmd.snapshot_bytes,
+                     0.0, 0.0, seconds, seconds)
+                )  # fmt: skip
+            elif not self._stopped:
+                await self._kill(cmd.actor, sandbox)
+            await self.db.offload(
+                self.db.activation, sandbox, actor=cmd.actor, worker=cmd.worker,
+                kind="cold" if cmd.cold else "restore", version=cmd.version,
+                outcome=str(outcome), seconds=seconds,
+            )  # fmt: skip
+            self._report(ActivationFinished(cmd.op, outcome, reason))
+
+    async def _restore_steps(self, cmd: Restore, sandbox: str) -> tuple[ActivationOutcome, str]:
+        w = self.workers[cmd.worker]
+        actor = self.ctl.actor(cmd.actor)
+        if actor is None:
+            return ActivationOutcome.FAILED, "actor no longer exists"
+        await self._retire_older_sandboxes(cmd.actor)
+        try:
+            await self.db.offload(
+                self.db.begin_activation, cmd.actor, cmd.generation, sandbox, w.worker_id, w.netns
+            )
+        except StaleGeneration as e:
+            return ActivationOutcome.FAILED, str(e)
+        self._sandboxes_of.setdefault(cmd.actor, set()).add(sandbox)
+        self.records.lifetimes.setdefault(cmd.actor, []).append([sandbox, self.now(), None])
+        if not cmd.cold:
+            try:
+                await asyncio.to_thread(self.store.verify, cmd.actor, cmd.version)
+            except SnapshotUnusable as e:
+                log.error("%s", e)
+                return ActivationOutcome.UNUSABLE, str(e)
+        await netns.restore_address(w)
+        bundle = self._bundle(actor.template, w)
+
+        def crash_point() -> None:
+            failpoint("restore.runsc_started")
+
+        if cmd.cold:
+            await self.runsc.run(sandbox, bundle, w.netns_path, self._log(sandbox),
+                                 started=crash_point)  # fmt: skip
         else:
-            await self._destroy(cmd.actor, sandbox)
-        self.records.activations.append(
-            (cmd.actor, w.worker_id, NODE, started, cmd.cold, True, cmd.snapshot_bytes, 0.0,
-             0.0, seconds, seconds)
-        )  # fmt: skip
-        outcome = ActivationOutcome.OK if ok else ActivationOutcome.FAILED
-        self._dispatch(ActivationFinished(cmd.op, outcome))
+            image = self.store.path(cmd.actor, cmd.version)
+            await self.runsc.restore(sandbox, image, bundle, w.netns_path, self._log(sandbox),
+                                     started=crash_point)  # fmt: skip
+        await self._probe(w, actor=cmd.actor, generation=cmd.generation)
+        await self.db.offload(self.db.sandbox_running, sandbox)
+        self._dirty.discard(cmd.actor)
+        return ActivationOutcome.OK, ""
+
+    async def _retire_older_sandboxes(self, actor: str, wait_s: float = 5.0) -> None:
+        """No two sandboxes of one actor may be alive at once: any older one still alive
+        (an abandoned activation) is killed, by its id, and waited for."""
+        older = self._sandboxes_of.get(actor, set())
+        deadline = time.monotonic() + wait_s
+        for sandbox in list(older):
+            while await asyncio.to_thread(self.runsc.alive, sandbox):
+                self.runsc.kill_process(sandbox)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"an older sandbox {sandbox} of {actor} will not die")
+                await asyncio.sleep(0.02)
+            older.discard(sandbox)
+
+    # ------------------------------------------------------------ checkpoint
 
     async def _checkpoint(self, cmd: Checkpoint) -> None:
-        w = self.workers[cmd.worker]
-        sandbox = self._running[cmd.actor]
         started = self.now()
-        self.control_plane_calls += 1  # the Suspend call
-        await asyncio.sleep(self.s.checkpoint_settle_s)  # let the last FIN/ACK complete
-        tmp = self.store.begin(cmd.actor, cmd.version)
-        ok = True
-        size = 0
+        sandbox = self._running.get(cmd.actor)
+        outcome, reason, size = CheckpointOutcome.LOST, "checkpoint did not finish", 0
         try:
-            await self.runsc.checkpoint(sandbox, tmp, w.netns_path)
-            self.store.commit(cmd.actor, cmd.version, tmp)
-            size = self.store.size(cmd.actor, cmd.version)
-            self.db.snapshot_committed(cmd.actor, cmd.version, size)
-        except Exception:
-            log.exception("checkpoint of %s failed: its sandbox is lost", cmd.actor)
+            outcome, reason, size = await self._checkpoint_steps(cmd, sandbox)
+        except Exception as e:  # anything at all: the controller must hear of it
+            log.exception("checkpoint of %s failed", cmd.actor)
+            reason = f"{type(e).__name__}: {e}"
+            if sandbox is not None and await asyncio.to_thread(self.runsc.alive, sandbox):
+                outcome = CheckpointOutcome.DECLINED  # it was not touched: try again later
+        finally:
+            took = self.now() - started
+            if outcome is not CheckpointOutcome.DECLINED and sandbox is not None:
+                self._forget(cmd.actor, sandbox)
+                if outcome is CheckpointOutcome.OK:
+                    self._acked.pop(cmd.actor, None)  # in the snapshot now
+                    self.records.checkpoints.append(
+                        (cmd.actor, cmd.worker, NODE, started, size, 0.0, took, 0.0, took)
+                    )
+                self._spawn(self._reap(cmd.actor, sandbox))
+            elif outcome is CheckpointOutcome.DECLINED:
+                log.warning("checkpoint of %s declined: %s", cmd.actor, reason)
+            self._report(CheckpointFinished(cmd.op, outcome, reason, size))
+
+    async def _checkpoint_steps(
+        self, cmd: Checkpoint, sandbox: str | None
+    ) -> tuple[CheckpointOutcome, str, int]:
+        if sandbox is None or sandbox != self._sandbox_id(cmd.actor, cmd.generation):
+            return CheckpointOutcome.LOST, f"no sandbox of generation {cmd.generation}", 0
+        w = self.workers[cmd.worker]
+        if not await asyncio.to_thread(self.runsc.alive, sandbox):
+            return CheckpointOutcome.LOST, "its sandbox died", 0
+        why_not = await self._why_not_checkpoint(cmd.actor, cmd.generation, sandbox, w)
+        if why_not is not None:
+            return CheckpointOutcome.DECLINED, why_not, 0
+        fence = await self.db.offload(self.db.generation, cmd.actor)
+        if fence != cmd.generation:
+            return CheckpointOutcome.LOST, f"generation {cmd.generation} is fenced by {fence}", 0
+        await asyncio.sleep(self.settings.checkpoint_settle_s)  # the last FIN/ACK
+        self.control_plane_calls += 1  # the Suspend call
+        tmp = self.store.begin(cmd.actor, cmd.version, cmd.generation)
+        try:
+            await self.runsc.checkpoint(
+                sandbox, tmp, w.netns_path,
+                started=lambda: failpoint("checkpoint.runsc_started"),
+            )  # fmt: skip
+        except CommandError as e:
             self.store.abort(tmp)
-            ok = False
-        took = self.now() - started
-        # The sandbox has stopped (or died). Its process takes ~1.5 s more to exit and
-        # `runsc delete` waits for that; a new sandbox can meanwhile start in the same
-        # worker namespace (measured: 10/10 restores correct), so the worker is
-        # released now and the stopped sandbox reaped in the background.
-        self._forget(cmd.actor, sandbox)
-        self._spawn(self._reap(sandbox, kill=not ok))
-        self.records.checkpoints.append(
-            (cmd.actor, w.worker_id, NODE, started, size, 0.0, took, 0.0, took)
-        )
-        outcome = CheckpointOutcome.OK if ok else CheckpointOutcome.LOST
-        self._dispatch(CheckpointFinished(cmd.op, outcome, snapshot_bytes=size))
+            state = await self.runsc.state(sandbox, w.netns_path)
+            if state is not None and state.get("status") == "running":
+                return CheckpointOutcome.DECLINED, f"runsc checkpoint failed harmlessly: {e}", 0
+            return CheckpointOutcome.LOST, f"runsc checkpoint failed: {e}", 0
+        failpoint("checkpoint.before_commit")
+        snapshot = await self._commit(cmd, tmp)
+        return CheckpointOutcome.OK, "", snapshot.bytes
+
+    async def _why_not_checkpoint(
+        self, actor: str, generation: int, sandbox: str, w: WorkerNames
+    ) -> str | None:
+        """Why checkpointing now could destroy the sandbox (None: it is safe)."""
+        port = self.settings.actor_port
+        until = self._closed_first.get(actor, 0.0)
+        if self.now() < until:
+            return f"it closed a connection first; its TIME_WAIT lasts {until - self.now():.0f} s"
+        if actor in self._dirty:
+            try:
+                await self._probe(w, actor=actor, generation=generation, timeout_s=2.0)
+            except (ActorHTTPError, TimeoutError) as e:
+                return f"it does not answer after a failed request ({e})"
+            self._dirty.discard(actor)
+        states = await asyncio.to_thread(tcpstate.connections_to, w.actor_ip, port)
+        open_ = sorted({s for s in states if s != "TIME_WAIT"})
+        if open_:
+            self._dirty.add(actor)
+            return f"connections to it are not closed ({', '.join(open_)})"
+        memory = await asyncio.to_thread(self.runsc.memory_bytes, sandbox) or 0
+        need = memory + self.settings.snapshot_reserve_mb * MIB
+        free = (await asyncio.to_thread(shutil.disk_usage, self.store.root)).free
+        if free < need:
+            return f"snapshot disk full: needs {need // MIB} MiB, {free // MIB} MiB free"
+        return None
+
+    async def _commit(self, cmd: Checkpoint, tmp: Path) -> Snapshot:
+        """Commit the checkpoint in ``tmp``. Its image is the actor's only copy now, so a
+        failing commit (a full disk) is retried, never dropped; the controller marks the
+        actor overdue meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    self.store.commit, cmd.actor, cmd.version, cmd.generation, tmp,
+                    fence=cmd.generation,
+                )  # fmt: skip
+            except (FileExistsError, FileNotFoundError):
+                raise  # not transient: the image stays in place for recovery to judge
+            except OSError as e:  # a full or failing disk: worth waiting for
+                log.error("commit of %s v%d failed (%s); retrying", cmd.actor, cmd.version, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # ------------------------------------------------------------ sandboxes
 
     def _sandbox_id(self, actor: str, generation: int) -> str:
         """The container id of activation ``generation`` of ``actor``."""
-        return f"{actor}_g{generation}_i{self.s.instance}"
+        return f"{actor}_g{generation}_i{self.settings.instance}"
 
     async def _stop_sandbox(self, cmd: StopSandbox) -> None:
         """Kill and remove the sandbox of an abandoned activation, then report it."""
         try:
-            await self._destroy(cmd.actor, self._sandbox_id(cmd.actor, cmd.generation))
+            await self._kill(cmd.actor, self._sandbox_id(cmd.actor, cmd.generation))
         finally:
-            self._dispatch(SandboxStopped(cmd.op))
+            self._report(SandboxStopped(cmd.op))
 
-    async def _destroy(self, actor: str, sandbox: str) -> None:
-        """Kill and remove ``sandbox`` now."""
+    async def _kill(self, actor: str, sandbox: str) -> None:
+        """Kill and remove ``sandbox`` now (its state is not needed)."""
         self._forget(actor, sandbox)
-        await self._reap(sandbox, kill=True)
+        self.runsc.kill_process(sandbox)
+        await self._reap(actor, sandbox)
 
     def _forget(self, actor: str, sandbox: str) -> None:
-        """``sandbox`` no longer serves ``actor`` (its lifetime ends now)."""
+        """``sandbox`` no longer serves ``actor``."""
         if self._running.get(actor) == sandbox:
             del self._running[actor]
         for life in self.records.lifetimes.get(actor, []):
             if life[0] == sandbox and life[2] is None:
                 life[2] = self.now()
 
-    async def _reap(self, sandbox: str, *, kill: bool) -> None:
-        """Remove a sandbox from runsc (killing it first if it may still run)."""
-        path = self._netns_of(sandbox)
-        if path is not None:
-            if kill:
-                await self.runsc.kill(sandbox, path)
+    async def _reap(self, actor: str, sandbox: str) -> None:
+        """Remove a sandbox that is stopped or killed from runsc and the database."""
+        netns_name = await self.db.offload(self.db.netns_of, sandbox)
+        if netns_name is not None:
+            path = f"/var/run/netns/{netns_name}"
+            await self.runsc.kill(sandbox, path)
             await self.runsc.delete(sandbox, path)
-        self.db.sandbox_stopped(sandbox)
+        if not await asyncio.to_thread(self.runsc.alive, sandbox):
+            self._sandboxes_of.get(actor, set()).discard(sandbox)
+        await self.db.offload(self.db.sandbox_stopped, sandbox)
 
-    def _netns_of(self, sandbox: str) -> str | None:
-        for row in self.db.conn.execute("SELECT netns FROM sandboxes WHERE id=?", (sandbox,)):
-            return f"/var/run/netns/{row[0]}"
-        return None
+    async def _drop(self, actor: str) -> None:
+        await asyncio.to_thread(self.store.drop, actor)
+        await self.db.offload(self.db.delete_actor, actor)
+        self._acked.pop(actor, None)
 
-    async def _probe(self, w: WorkerNames) -> None:
-        """Wait until the actor answers ``/healthz`` (connection refused while it starts)."""
-        deadline = time.monotonic() + self.s.activation_timeout_s
+    def _record_loss(self, actor: str, generation: int, version: int, reason: str) -> None:
+        lost = tuple(self._acked.pop(actor, ()))
+        row = LossRow(actor, generation, version, reason, lost, True, time.time())
+        self.records.losses.append(row)
+        log.error(
+            "%s: activation %d lost (%s); it goes on from v%d; %d acknowledged requests lost%s",
+            actor, generation, reason, version, len(lost), f": {list(lost)}" if lost else "",
+        )  # fmt: skip
+        self._spawn(
+            self.db.offload(
+                self.db.record_loss, actor, generation, version, reason, lost, known=True
+            )
+        )
+
+    async def _probe(
+        self, w: WorkerNames, *, actor: str = "", generation: int = 0,
+        timeout_s: float | None = None,
+    ) -> None:  # fmt: skip
+        """Wait until the actor answers ``/healthz`` (connection refused while it starts);
+        the probe tells it which actor and generation it now is."""
+        limit = self.settings.activation_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
+        headers = {"X-Actormux-Actor": actor, "X-Actormux-Generation": str(generation)}
         while True:
             try:
-                response = await request(w.actor_ip, self.s.actor_port, "GET", "/healthz",
-                                         timeout=2.0)  # fmt: skip
+                response = await request(
+                    w.actor_ip, self.settings.actor_port, "GET", "/healthz", headers=headers,
+                    timeout=min(2.0, limit),
+                )  # fmt: skip
                 if response.status == 200:
                     return
             except ActorHTTPError:
-                pass
+                if time.monotonic() > deadline:
+                    raise
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"actor on {w.worker_id} not ready in {self.s.activation_timeout_s} s"
-                )
+                raise TimeoutError(f"actor on {w.worker_id} not ready in {limit} s")
             await asyncio.sleep(0.02)
+
+    # ------------------------------------------------------------ observed state
+
+    async def observe(self) -> None:
+        """Report which sandboxes are alive where, and the committed snapshots."""
+        taken = self.now()
+        seen = await asyncio.to_thread(self._live_sandboxes)
+        if seen is None or self._stopped:
+            return  # runsc's state could not be read whole: report nothing this time
+        snapshots = tuple(ObservedSnapshot(a, self.store.latest(a)) for a in self.store.actors())
+        self._dispatch(Observed(taken, seen, snapshots))
+
+    def _live_sandboxes(self) -> tuple[ObservedSandbox, ...] | None:
+        workers = {w.netns_path: w.worker_id for w in self.workers.values()}
+        containers = self.runsc.containers()
+        if containers is None:
+            return None
+        found = []
+        for container in containers:
+            parsed = parse_sandbox_id(container.id)
+            if parsed is None or parsed[2] != self.settings.instance:
+                continue
+            worker = workers.get(container.netns_path or "")
+            if worker is not None and self.runsc.alive(container.id):
+                found.append(ObservedSandbox(parsed[0], worker, parsed[1]))
+        return tuple(found)
 
     # ------------------------------------------------------------ records
 
     def _bundle(self, template: str, w: WorkerNames) -> Path:
-        return self.s.runtime_dir / "bundles" / f"{template}-{w.worker_id}"
+        return self.settings.runtime_dir / "bundles" / f"{template}-{w.worker_id}"
 
     def _log(self, sandbox: str) -> Path:
-        return self.s.runtime_dir / "logs" / f"{sandbox}.log"
-
-    async def _sample_forever(self) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(self.s.sample_interval_s)
+        return self.settings.runtime_dir / "logs" / f"{sandbox}.log"
 
     def sample(self) -> None:
         """Append one row to the samples table."""
@@ -542,7 +758,8 @@ class LocalBackend:
         )  # fmt: skip
 
     def double_activations(self) -> int:
-        """Times an actor had two sandboxes alive at once (must be 0)."""
+        """Times the driver itself had two sandboxes of one actor at once (the monitor,
+        ``monitor.py``, checks the same independently of the driver)."""
         count = 0
         for lives in self.records.lifetimes.values():
             spans = sorted(
@@ -550,3 +767,14 @@ class LocalBackend:
             )
             count += sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
         return count
+
+
+def parse_sandbox_id(cid: str) -> tuple[str, int, int] | None:
+    """``(actor, generation, instance)`` from an actor sandbox's container id."""
+    parts = cid.split("_")
+    if len(parts) != 3 or not parts[1].startswith("g") or not parts[2].startswith("i"):
+        return None
+    try:
+        return check_actor_id(parts[0]), int(parts[1][1:]), int(parts[2][1:])
+    except ValueError:
+        return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,17 +34,21 @@ async def run(
     check: bool = True,
     timeout: float = 120.0,
     output: Path | None = None,
+    started: Callable[[], None] | None = None,
 ) -> Result:
     """Run ``args``; with ``output`` its stdout and stderr go to that file (append).
 
     A detached sandbox inherits the command's stdout and stderr, so those must be a
     file, never a pipe: capturing them would hang until the sandbox exits.
+    ``started`` is called once the process exists (fault tests crash there).
     """
     if output is not None:
         with output.open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 *args, stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
+            if started is not None:
+                started()
             try:
                 returncode = await asyncio.wait_for(proc.wait(), timeout)
             except TimeoutError:
@@ -56,6 +60,8 @@ async def run(
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+        if started is not None:
+            started()
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
         except TimeoutError:
@@ -69,11 +75,14 @@ async def run(
     return result
 
 
-def run_sync(args: Sequence[str], *, check: bool = True, timeout: float = 120.0) -> Result:
-    """Blocking :func:`run` for setup and cleanup paths outside an event loop."""
+def run_sync(
+    args: Sequence[str], *, check: bool = True, timeout: float = 120.0, stdin: str | None = None
+) -> Result:
+    """Blocking :func:`run` for setup and cleanup paths outside an event loop;
+    ``stdin`` is text fed to the command."""
     proc = subprocess.run(
         list(args), capture_output=True, text=True, timeout=timeout, check=False,
-        stdin=subprocess.DEVNULL,
+        input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
     )  # fmt: skip
     result = Result(proc.returncode, proc.stdout, proc.stderr)
     if check and result.returncode != 0:

@@ -9,7 +9,8 @@ half-closed when the controller orders its checkpoint. Responses carry
 ``X-Actormux-*`` headers with the request's timings.
 
 Admin API, on its own loopback port, behind a bearer token: list, create, show,
-suspend, resume and delete actors; list workers; counters.
+suspend, resume, recover and delete actors; list workers (with quarantines); reported
+losses; counters.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +27,7 @@ from backends.local.driver import LocalBackend
 from backends.local.httpclient import ActorHTTPError, request
 from backends.local.names import BadActorId, actor_from_host, check_actor_id
 from control.messages import ActorDeleted, Reject, ResumeRequested, SuspendRequested
+from sim.engine import reliability_counters
 
 PASS_HEADERS = ("X-Request-Id", "X-Actormux-Service", "Content-Type")
 
@@ -55,11 +58,15 @@ def data_app(backend: LocalBackend, *, domain: str, max_body_bytes: int) -> web.
             answer = await request(
                 ip, port, req.method, req.path_qs,
                 headers={h: req.headers[h] for h in PASS_HEADERS if h in req.headers},
-                body=body, timeout=backend.s.request_timeout_s,
+                body=body, timeout=backend.settings.request_timeout_s,
             )  # fmt: skip
             status, payload = answer.status, answer.body
             content_type = answer.headers.get("content-type", "application/octet-stream")
+            if status < 400:
+                request_id = req.headers.get("X-Request-Id", f"router-{adm.request}")
+                backend.acknowledged(actor, decision.generation, request_id)
         except ActorHTTPError as e:
+            backend.connection_failed(actor)
             status, payload, content_type = 502, f"actor error: {e}\n".encode(), "text/plain"
         finally:
             backend.finished(adm.request)  # the connection is closed: it may be checkpointed
@@ -115,7 +122,8 @@ def admin_app(backend: LocalBackend, *, token: str) -> web.Application:
         if actor is None:
             return None
         return {"id": actor.id, "template": actor.template, "state": str(actor.state),
-                "worker": actor.worker, "snapshot_version": actor.snapshot_version}  # fmt: skip
+                "worker": actor.worker, "snapshot_version": actor.snapshot_version,
+                "generation": actor.generation, "failure": actor.failure}  # fmt: skip
 
     async def list_actors(req: web.Request) -> web.Response:
         return web.json_response([actor_view(a.id) for a in backend.ctl.actors()])
@@ -157,9 +165,30 @@ def admin_app(backend: LocalBackend, *, token: str) -> web.Application:
     async def workers(req: web.Request) -> web.Response:
         return web.json_response(
             [
-                {"id": w.id, "actor": w.actor, "address": backend.address(w.id)[0]}
+                {
+                    "id": w.id,
+                    "actor": w.actor,
+                    "address": backend.address(w.id)[0],
+                    "quarantined": w.quarantined,
+                }
                 for w in backend.ctl.workers()
             ]
+        )
+
+    async def losses(req: web.Request) -> web.Response:
+        return web.json_response([asdict(row) for row in backend.records.losses])
+
+    async def recover(req: web.Request) -> web.Response:
+        try:
+            version = (await req.json())["version"]
+            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return web.json_response({"error": 'send {"version": N} (0: its template)'}, status=400)
+        result = backend.recover_actor(req.match_info["actor"], version)
+        status = 200 if result.ok else (404 if result.detail == "unknown actor" else 409)
+        return web.json_response(
+            {"actor": result.actor, "ok": result.ok, "detail": result.detail}, status=status
         )
 
     async def stats(req: web.Request) -> web.Response:
@@ -174,6 +203,9 @@ def admin_app(backend: LocalBackend, *, token: str) -> web.Application:
                 "activations": len(backend.records.activations),
                 "checkpoints": len(backend.records.checkpoints),
                 "double_activations": backend.double_activations(),
+                "quarantined_workers": backend.ctl.quarantined_workers,
+                "losses": len(backend.records.losses),
+                "reliability": reliability_counters(backend.ctl, {}),
             }
         )
 
@@ -184,6 +216,8 @@ def admin_app(backend: LocalBackend, *, token: str) -> web.Application:
     app.router.add_post("/actors/{actor}/suspend", operation(SuspendRequested))
     app.router.add_post("/actors/{actor}/resume", operation(ResumeRequested))
     app.router.add_delete("/actors/{actor}", operation(ActorDeleted))
+    app.router.add_post("/actors/{actor}/recover", recover)
     app.router.add_get("/workers", workers)
+    app.router.add_get("/losses", losses)
     app.router.add_get("/stats", stats)
     return app

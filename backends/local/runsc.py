@@ -11,14 +11,57 @@ sandbox whose namespace name is gone can still be reached through
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backends.local.proc import Result, run, run_sync
 
+_ALIVE_STATES = frozenset("RSDItWP")  # /proc/<pid>/stat states of a process that still runs
+CHECKPOINT_TIMEOUT_S = 600.0  # the controller's deadline acts long before this
+
+
+def process_alive(pid: int) -> bool:
+    """True if process ``pid`` exists and is not a zombie (it has not exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]  # the field after the command name
+    return state in _ALIVE_STATES
+
+
 _ENTER = 'mount -t tmpfs -o size=4k,ro none /proc/sys/net/core && exec {runsc} --root {root} "$@"'
+# Checkpoint into "$1" as container "$2". The shell holds an flock on "$1/.lock" while
+# runsc runs and creates "$1/.complete" only if runsc succeeded: a control plane that
+# dies meanwhile (the shell and runsc do not) still learns the verdict on restart.
+_CHECKPOINT = (
+    "mount -t tmpfs -o size=4k,ro none /proc/sys/net/core && "
+    'exec 9>"$1/.lock" && flock 9 && '
+    '{runsc} --root {root} checkpoint --image-path "$1" "$2" && : > "$1/.complete"'
+)
+
+
+@dataclass(frozen=True)
+class Container:
+    """A container as runsc's state file records it."""
+
+    id: str
+    pid: int | None
+    netns_path: str | None
+
+
+def _netns(state: dict[str, Any]) -> str | None:
+    for ns in state.get("spec", {}).get("linux", {}).get("namespaces", []):
+        if ns.get("type") == "network" and ns.get("path"):
+            return str(ns["path"])
+    return None
 
 
 class Runsc:
@@ -37,22 +80,35 @@ class Runsc:
             "sh", "-c", script, "runsc", *args,
         ]  # fmt: skip
 
-    async def run(self, cid: str, bundle: Path, netns_path: str, log: Path) -> None:
+    async def run(
+        self, cid: str, bundle: Path, netns_path: str, log: Path,
+        *, started: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
         """Start a sandbox from ``bundle`` (cold), detached; its output goes to ``log``."""
-        await run(
-            self.command(netns_path, "run", "--bundle", str(bundle), "--detach", cid), output=log
-        )
+        args = ["run", "--bundle", str(bundle), "--detach", cid]
+        await run(self.command(netns_path, *args), output=log, started=started)
 
     async def restore(
-        self, cid: str, image: Path, bundle: Path, netns_path: str, log: Path
-    ) -> None:
+        self, cid: str, image: Path, bundle: Path, netns_path: str, log: Path,
+        *, started: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
         """Start a sandbox from the checkpoint in ``image``, detached, as container ``cid``."""
         args = ["restore", "--image-path", str(image), "--bundle", str(bundle), "--detach", cid]
-        await run(self.command(netns_path, *args), output=log)
+        await run(self.command(netns_path, *args), output=log, started=started)
 
-    async def checkpoint(self, cid: str, image: Path, netns_path: str) -> None:
-        """Checkpoint ``cid`` into ``image``; the sandbox stops. A failure destroys it."""
-        await run(self.command(netns_path, "checkpoint", "--image-path", str(image), cid))
+    async def checkpoint(
+        self, cid: str, image: Path, netns_path: str, *, started: Callable[[], None] | None = None
+    ) -> None:
+        """Checkpoint ``cid`` into ``image`` (see ``_CHECKPOINT``); the sandbox stops.
+        A failure may destroy it. ``started`` is called once runsc is running."""
+        script = _CHECKPOINT.format(
+            runsc=shlex.quote(self.binary), root=shlex.quote(str(self.root))
+        )
+        argv = [
+            "nsenter", f"--net={netns_path}", "unshare", "-m", "--propagation", "private",
+            "sh", "-c", script, "checkpoint", str(image), cid,
+        ]  # fmt: skip
+        await run(argv, timeout=CHECKPOINT_TIMEOUT_S, started=started)
 
     async def kill(self, cid: str, netns_path: str) -> Result:
         """Send SIGKILL to the sandbox's processes (no error if it is already gone)."""
@@ -75,6 +131,26 @@ class Runsc:
         result = run_sync([self.binary, "--root", str(self.root), "list", "-quiet"], check=False)
         return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
+    def containers(self) -> list[Container] | None:
+        """Every container under this root, from runsc's state files (None if one of
+        them could not be read whole: runsc may be rewriting it; look again later)."""
+        found = []
+        for path in sorted(self.root.glob("*_sandbox:*.state")):
+            try:
+                data = json.loads(path.read_text())
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            except (OSError, ValueError):
+                return None
+            cid = data.get("id")
+            if not isinstance(cid, str):
+                return None
+            pid = data.get("sandbox", {}).get("pid")
+            found.append(
+                Container(cid, pid if isinstance(pid, int) and pid > 0 else None, _netns(data))
+            )
+        return found
+
     def _state_file(self, cid: str) -> dict[str, Any] | None:
         for path in self.root.glob(f"{cid}_sandbox:*.state"):
             try:
@@ -90,6 +166,40 @@ class Runsc:
         data = self._state_file(cid)
         pid = None if data is None else data.get("sandbox", {}).get("pid")
         return pid if isinstance(pid, int) and pid > 0 else None
+
+    def alive(self, cid: str) -> bool:
+        """True while ``cid``'s sandbox process exists and has not exited. A checkpointed
+        sandbox has exited when ``checkpoint`` returns (a zombie until it is reaped)."""
+        pid = self.pid(cid)
+        return pid is not None and process_alive(pid)
+
+    def memory_bytes(self, cid: str) -> int | None:
+        """Bytes of application memory the sandbox holds (the resident part of its
+        ``runsc-memory`` file): an upper bound on its checkpoint image's memory."""
+        pid = self.pid(cid)
+        if pid is None:
+            return None
+        total = 0
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if "runsc-memory" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                        total += os.stat(f"/proc/{pid}/fd/{fd}").st_blocks * 512
+                except OSError:
+                    continue
+        except OSError:
+            return None
+        return total
+
+    def kill_process(self, cid: str) -> bool:
+        """SIGKILL ``cid``'s sandbox process directly (by the pid runsc recorded for that
+        id): works when the sandbox is stopped and cannot answer ``runsc kill``."""
+        pid = self.pid(cid)
+        if pid is None or not process_alive(pid):
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        return True
 
     def netns_of(self, cid: str) -> str | None:
         """A path to ``cid``'s network namespace: the one in its spec if it still exists,

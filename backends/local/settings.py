@@ -78,6 +78,9 @@ def local_config(
         activation_timeout_s=_pos(cfg, "activation_timeout_s"),
         request_timeout_s=_pos(cfg, "request_timeout_s"),
         sample_interval_s=_pos(cfg, "sample_interval_s"),
+        observe_interval_s=_pos(cfg, "observe_interval_s"),
+        snapshot_reserve_mb=_int(cfg, "snapshot_reserve_mb", 0, 1 << 20),
+        keep_snapshots=_int(cfg, "keep_snapshots", 1, 1000),
         resume_on_every_request=resume_on_every_request,
     )
     return LocalConfig(
@@ -98,9 +101,11 @@ def runsc_unusable_reason(python: str = "/usr/bin/python3") -> str | None:
         return f"gVisor needs Linux (this is {sys.platform})"
     if os.geteuid() != 0:
         return "the local backend needs root (network namespaces, runsc)"
-    for tool in ("runsc", "ip", "nsenter", "unshare"):
+    packages = {"runsc": "runsc", "nft": "nftables", "flock": "util-linux"}
+    for tool in ("runsc", "ip", "nsenter", "unshare", "flock", "nft"):
         if shutil.which(tool) is None:
-            hint = " (apt-get update && apt-get install -y runsc)" if tool == "runsc" else ""
+            package = packages.get(tool)
+            hint = f" (apt-get update && apt-get install -y {package})" if package else ""
             return f"{tool} is not installed{hint}"
     if not Path(python).exists():
         return f"{python} (the Python actors run inside the sandbox) does not exist"

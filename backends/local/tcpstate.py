@@ -1,0 +1,39 @@
+"""TCP connection states as the host's kernel sees them (``/proc/net/tcp``).
+
+Every connection to an actor starts on the host (the router, the readiness probe),
+so the host end tells whether the actor's end can be checkpointed: the router
+closes first, and a host socket in TIME_WAIT means the actor's end is closed too.
+Any other state (ESTABLISHED, FIN_WAIT*, CLOSE_WAIT, ...) means the actor still has
+a connection that would make ``runsc checkpoint`` fail and destroy the sandbox.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+STATES = {
+    "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+    "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING", "0C": "NEW_SYN_RECV",
+}  # fmt: skip
+
+
+def _hex_endpoint(ip: str, port: int) -> str:
+    """How /proc/net/tcp writes ``ip:port`` (the address in host byte order)."""
+    packed = socket.inet_aton(str(ipaddress.IPv4Address(ip)))
+    return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
+
+
+def connections_to(ip: str, port: int, table: Path = Path("/proc/net/tcp")) -> list[str]:
+    """States of this network namespace's TCP sockets whose peer is ``ip:port``."""
+    want = _hex_endpoint(ip, port)
+    found = []
+    with table.open() as f:
+        next(f, None)  # header
+        for line in f:
+            fields = line.split()
+            if len(fields) > 3 and fields[2] == want:
+                found.append(STATES.get(fields[3], fields[3]))
+    return found
