@@ -41,13 +41,12 @@ from backends.local.cleanup import cleanup  # noqa: E402
 from backends.local.driver import LocalBackend, LocalSettings  # noqa: E402
 from backends.local.httpclient import ActorHTTPError, request  # noqa: E402
 from backends.local.names import WorkerNames  # noqa: E402
-from backends.local.router import data_app  # noqa: E402
+from backends.local.router import Router, RouterLimits  # noqa: E402
 from backends.local.settings import runsc_unusable_reason  # noqa: E402
 from control.controller import Controller  # noqa: E402
 from control.messages import SuspendRequested  # noqa: E402
 from control.metrics import percentiles  # noqa: E402
 from control.policies import Lazy, LruPlacement, QueueWithDeadline  # noqa: E402
-from experiments.serve import start_site  # noqa: E402
 
 INSTANCE = 8
 PORT = 18700
@@ -75,7 +74,7 @@ async def measure(rounds: int, warm: int, state: Path) -> dict[str, object]:
         settings, Controller(LruPlacement(), Lazy(), QueueWithDeadline(30), router_timeout_s=60)
     )
     bare = WorkerNames(INSTANCE, 1)  # outside the controller's pool
-    runner = None
+    router = Router(backend, domain="actors.local", limits=RouterLimits())
     try:
         await backend.prepare()
         await netns.create(bare)
@@ -85,9 +84,7 @@ async def measure(rounds: int, warm: int, state: Path) -> dict[str, object]:
         )  # fmt: skip
         backend.open()
         backend.create_actor("bench", "counter")
-        runner = await start_site(
-            data_app(backend, domain="actors.local", max_body_bytes=1 << 20), PORT
-        )
+        await router.start(PORT)
         host = "bench.actors.local"
         await request("127.0.0.1", PORT, "POST", "/", host_header=host)  # cold start
         via_router, bare_restore = [], []
@@ -121,8 +118,7 @@ async def measure(rounds: int, warm: int, state: Path) -> dict[str, object]:
             await request(ip, port, "GET", "/")
             direct.append(time.perf_counter() - start)
     finally:
-        if runner is not None:
-            await runner.cleanup()
+        await router.close()
         await backend.close(save=False)
         await netns.delete(bare)
     ratio = statistics.median(via_router) / statistics.median(bare_restore)

@@ -809,6 +809,7 @@ class Controller:
         elif actor.state in (SUSPENDED, SUSPENDING):
             out.append(AdminResult(actor.id, True, f"already {actor.state}"))
         elif actor.id in self._idle:
+            actor.suspend_requested = True  # kept until a checkpoint ends: a decline retries
             self._checkpoint(actor, now, out)
             out.append(AdminResult(actor.id, True, "suspending"))
         else:  # resuming, serving requests, or waiting to retry a declined checkpoint

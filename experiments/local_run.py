@@ -31,7 +31,7 @@ import numpy as np
 from backends.local.catalog import agent_template_name
 from backends.local.cleanup import cleanup
 from backends.local.driver import LocalBackend, LocalSettings
-from backends.local.router import data_app
+from backends.local.router import Router
 from backends.local.settings import LocalConfig
 from backends.local.store import Snapshot
 from control.metrics import (
@@ -43,7 +43,6 @@ from control.metrics import (
 )
 from experiments.build import RunSpec
 from experiments.runner import RunOutput, simulate, summary_of
-from experiments.serve import start_site
 from sim.engine import RunResult
 from workloads.loadtest import LocustRun, run_locust
 from workloads.plan import Plan
@@ -163,8 +162,8 @@ class LocalOutput:
 async def _run(
     spec: RunSpec, lc: LocalConfig, plan: Plan, out_dir: Path
 ) -> tuple[RunOutput, LocustRun, Verification, np.ndarray]:
-    backend = LocalBackend(lc.settings, spec.make_controller())
-    runner = None
+    backend = LocalBackend(lc.settings, spec.make_controller(lc.recovery(spec.recovery)))
+    router = Router(backend, domain=lc.actor_domain, limits=lc.router)
     started_wall = time.perf_counter()
     try:
         await backend.prepare()
@@ -180,9 +179,7 @@ async def _run(
         for i, actor in enumerate(pop.ids):
             start_from = golden[templates[actor]] if pop.snapshot_version[i] else None
             backend.create_actor(actor, templates[actor], golden=start_from)
-        runner = await start_site(
-            data_app(backend, domain=lc.actor_domain, max_body_bytes=lc.max_body_bytes), lc.port
-        )
+        await router.start(lc.port)
         print(
             f"playing {len(plan):,} requests to {len(pop):,} actors on {lc.settings.workers} "
             f"workers for {plan.duration_s:g} s ...",
@@ -238,8 +235,7 @@ async def _run(
             events=backend.ctl.stats.events,
         )
     finally:
-        if runner is not None:
-            await runner.cleanup()
+        await router.close()
         await backend.close(save=False)
         cleanup(lc.settings.instance)
         shutil.rmtree(lc.settings.state_dir, ignore_errors=True)  # this run's snapshots

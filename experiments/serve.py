@@ -19,10 +19,11 @@ import hydra
 from aiohttp import web
 from omegaconf import DictConfig
 
+from backends.local.admin import admin_app
 from backends.local.db import StateDBError
 from backends.local.driver import LocalBackend
 from backends.local.lock import InstanceBusy
-from backends.local.router import admin_app, data_app
+from backends.local.router import Router
 from backends.local.settings import LocalConfig
 from backends.local.statedir import NotAStateDir
 from experiments.app import CONF_DIR, build_or_exit, local_config_or_exit
@@ -52,8 +53,9 @@ async def start_site(app: web.Application, port: int) -> web.AppRunner:
 
 async def serve(spec: RunSpec, lc: LocalConfig) -> None:
     """Run until SIGINT or SIGTERM, then save running actors and tear down."""
-    backend = LocalBackend(lc.settings, spec.make_controller())
+    backend = LocalBackend(lc.settings, spec.make_controller(lc.recovery(spec.recovery)))
     runners: list[web.AppRunner] = []
+    router = Router(backend, domain=lc.actor_domain, limits=lc.router)
     try:
         try:
             await backend.prepare()
@@ -62,11 +64,7 @@ async def serve(spec: RunSpec, lc: LocalConfig) -> None:
             raise SystemExit(1) from None
         backend.open()
         token = admin_token(lc)
-        runners.append(
-            await start_site(
-                data_app(backend, domain=lc.actor_domain, max_body_bytes=lc.max_body_bytes), lc.port
-            )
-        )
+        await router.start(lc.port)
         runners.append(await start_site(admin_app(backend, token=token), lc.admin_port))
         print(f"router: http://127.0.0.1:{lc.port}  (Host: <actor>.{lc.actor_domain})")
         print(
@@ -85,6 +83,7 @@ async def serve(spec: RunSpec, lc: LocalConfig) -> None:
         await stop.wait()
         print("stopping: checkpointing running actors ...", flush=True)
     finally:
+        await router.close()
         for runner in runners:
             await runner.cleanup()
         await backend.close(save=True)

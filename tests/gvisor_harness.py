@@ -21,8 +21,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from backends.local.admin import admin_app
 from backends.local.driver import LocalBackend, LocalSettings
-from backends.local.router import admin_app, data_app
+from backends.local.router import Router, RouterLimits
 from control.controller import Controller, RecoverySettings
 from control.messages import SuspendRequested
 from control.policies import Lazy, LruPlacement, QueueWithDeadline
@@ -49,6 +50,7 @@ class Harness:
         self.url = f"http://127.0.0.1:{port}"
         self.admin = f"http://127.0.0.1:{admin_port}"
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        self.router: Router | None = None
 
     async def call(self, actor: str, method: str = "POST", body: bytes = b"", **headers: str):
         async with self.session.request(
@@ -69,8 +71,9 @@ class Harness:
 
 @asynccontextmanager
 async def harness(
-    tmp_path: Path, *, workers: int = 2, suspension=None, recovery=None, **settings_changes
-) -> AsyncIterator[Harness]:
+    tmp_path: Path, *, workers: int = 2, suspension=None, recovery=None, limits=None,
+    extra_templates=(), **settings_changes,
+) -> AsyncIterator[Harness]:  # fmt: skip
     settings = LocalSettings(
         state_dir=tmp_path / "state", runtime_dir=RUN_DIR, instance=INSTANCE, workers=workers,
         agent_state_mb=8, **settings_changes,
@@ -80,25 +83,29 @@ async def harness(
         recovery=recovery or RecoverySettings(forward_deadline_s=90.0),
     )  # fmt: skip
     backend = LocalBackend(settings, controller)
+    for template in extra_templates:
+        backend.templates[template.name] = template
+    router = Router(
+        backend, domain="actors.local", limits=limits or RouterLimits(max_body_bytes=1024)
+    )
     runners = []
     await backend.prepare()
     backend.open()
     try:
         port, admin_port = free_port(), free_port()
-        for app, p in [
-            (data_app(backend, domain="actors.local", max_body_bytes=1024), port),
-            (admin_app(backend, token=TOKEN), admin_port),
-        ]:
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", p).start()
-            runners.append(runner)
+        await router.start(port)
+        runner = web.AppRunner(admin_app(backend, token=TOKEN), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", admin_port).start()
+        runners.append(runner)
         h = Harness(backend, port, admin_port)
+        h.router = router
         try:
             yield h
         finally:
             await h.session.close()
     finally:
+        await router.close()
         for runner in runners:
             await runner.cleanup()
         await backend.close(save=False)

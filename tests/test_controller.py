@@ -642,3 +642,13 @@ def test_a_lost_worker_takes_its_actor_back_to_its_snapshot_and_leaves_the_pool(
     ctl.handle(WorkerAdded("w2", "n1"), 2.4)
     assert only(ctl.handle(TimerFired(retry.timer), retry.at), Restore).worker == "w2"
     assert ctl.stats.workers_lost == 2 and ctl.stats.stale_completions == 1
+
+
+def test_an_operators_suspend_survives_a_declined_checkpoint():
+    ctl = make(workers=("w0",), suspension=Lazy())
+    activate(ctl, 1, "a", 1.0)
+    ctl.handle(RequestFinished(1), 1.5)  # idle; Lazy would keep it warm forever
+    ckpt = only(ctl.handle(SuspendRequested("a"), 2.0), Checkpoint)
+    out = ctl.handle(CheckpointFinished(ckpt.op, CheckpointOutcome.DECLINED, "frozen"), 2.1)
+    retry = only(out, SetTimer)
+    assert only(ctl.handle(TimerFired(retry.timer), retry.at), Checkpoint).actor == "a"

@@ -55,7 +55,7 @@ def test_counter_and_agent_survive_20_suspend_resume_cycles(tmp_path):
             status, data, _ = await h.call("g1", "GET")
             state = json.loads(data)
             digest = hashlib.sha256(b"".join(e + b"\n" for e in sent)).hexdigest()
-            assert state == {"count": 20, "digest": digest}
+            assert state == {"count": 20, "digest": digest, "generation": 21}  # 1 + 20 activations
             async with h.session.get(h.url + "/verify", headers={"Host": "g1.actors.local"}) as r:
                 assert (await r.json())["ballast_ok"] is True
             status, data, _ = await h.call("c1", "GET")

@@ -238,3 +238,21 @@ def test_tcp_states_are_read_from_the_kernel_for_one_peer():
     assert set(connections_to("127.0.0.1", port)) == {"TIME_WAIT"}
     listener.close()
     assert os.path.exists("/proc/net/tcp")
+
+
+def test_a_stopped_process_is_alive_and_a_zombie_is_not():
+    from backends.local.runsc import process_alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert process_alive(child.pid)
+        os.kill(child.pid, 19)  # SIGSTOP: frozen, not dead
+        time.sleep(0.1)
+        assert process_alive(child.pid)
+        os.kill(child.pid, 9)
+        time.sleep(0.1)
+        assert not process_alive(child.pid)  # a zombie until we reap it
+    finally:
+        child.kill()
+        child.wait()
+    assert not process_alive(child.pid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,26 @@ def test_loopback_endpoints_are_accepted(url):
 def test_anything_but_loopback_is_refused(url):
     with pytest.raises(ValueError, match=r"locust\.host"):
         check_loopback(url)
+
+
+def test_a_killed_locust_leaves_what_it_saw_and_a_restart_plays_only_the_rest(tmp_path):
+    from workloads.loadtest import start_locust
+
+    plan = Plan.from_schedule(np.arange(0.0, 12.0, 0.25), np.arange(48) % 4, 0.01)
+    with EchoServer() as server:
+        first = start_locust(plan, server.url, tmp_path / "first")
+        deadline = time.monotonic() + 60
+        while len(first.streamed()) < 10:
+            assert time.monotonic() < deadline and first.proc.poll() is None
+            time.sleep(0.1)
+        first.kill()  # kill -9 mid-run
+        seen_first = len(server.seen)
+        streamed = first.streamed()
+        assert 10 <= len(streamed) <= seen_first  # what it recorded survived the kill
+        assert tuple(streamed.columns) == REQUEST_COLUMNS and (streamed["status"] == 200).all()
+        second = start_locust(plan, server.url, tmp_path / "second", start_at_s=9.0)
+        run = second.wait()
+    assert run.returncode == 0, run.output[-2000:]
+    assert sorted(run.records["request"]) == [i for i in range(48) if plan.times[i] >= 9.0]
+    late = [s for s in server.seen[seen_first:] if int(s.request_id) < 36]
+    assert not late  # nothing before plan time 9 s was played again

@@ -16,10 +16,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
 
+from control.metrics import REQUEST_COLUMNS
 from workloads.plan import Plan
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -53,7 +55,52 @@ class LocustRun:
     output: str  # Locust's stdout and stderr
 
 
-def run_locust(
+class LocustProcess:
+    """Locust playing a plan in its own process (see :func:`start_locust`)."""
+
+    def __init__(self, proc: subprocess.Popen[str], out_dir: Path, timeout_s: float) -> None:
+        self.proc = proc
+        self.out_dir = out_dir
+        self.timeout_s = timeout_s
+        self.records_path = out_dir / "locust_requests.parquet"
+        self.stream_path = out_dir / "locust_requests.jsonl"
+
+    def kill(self) -> None:
+        """kill -9 (what it saw acknowledged so far stays in the stream file)."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def streamed(self) -> pd.DataFrame:
+        """Every record written so far, also after a crash (the schema of the requests
+        table; a line cut by a crash is skipped)."""
+        rows = []
+        if self.stream_path.exists():
+            for line in self.stream_path.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+        return pd.DataFrame(rows, columns=list(REQUEST_COLUMNS))
+
+    def wait(self) -> LocustRun:
+        """Wait for the end of the plan and return the records Locust wrote."""
+        try:
+            output, _ = self.proc.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+        if not self.records_path.exists():
+            raise RuntimeError(
+                f"Locust wrote no records (exit {self.proc.returncode}):\n{output[-3000:]}"
+            )
+        meta = json.loads(self.records_path.with_suffix(".json").read_text())
+        return LocustRun(
+            pd.read_parquet(self.records_path), float(meta["t0_unix"]), self.proc.returncode,
+            output,
+        )  # fmt: skip
+
+
+def start_locust(
     plan: Plan,
     host: str,
     out_dir: Path,
@@ -61,35 +108,35 @@ def run_locust(
     actor_domain: str = "actors.local",
     request_path: str = "/",
     request_timeout_s: float = 30.0,
-) -> LocustRun:
-    """Play ``plan`` against ``host`` with Locust, headless; files go to ``out_dir``."""
+    start_at_s: float = 0.0,
+) -> LocustProcess:
+    """Start Locust playing ``plan`` against ``host`` (from plan time ``start_at_s``)."""
     check_loopback(host)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan_path = out_dir / "plan.npz"
-    records = out_dir / "locust_requests.parquet"
     plan.save(plan_path)
     env = {
         **os.environ,
         "ACTORMUX_PLAN": str(plan_path),
-        "ACTORMUX_RECORDS": str(records),
+        "ACTORMUX_RECORDS": str(out_dir / "locust_requests.parquet"),
+        "ACTORMUX_RECORDS_STREAM": str(out_dir / "locust_requests.jsonl"),
         "ACTORMUX_ACTOR_DOMAIN": actor_domain,
         "ACTORMUX_REQUEST_PATH": request_path,
         "ACTORMUX_REQUEST_TIMEOUT_S": str(request_timeout_s),
+        "ACTORMUX_PLAN_START_S": repr(float(start_at_s)),
     }
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
         "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "5",
     ]  # fmt: skip
-    proc = subprocess.run(
-        cmd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=plan.duration_s + request_timeout_s + 120,
-        check=False,
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    output = proc.stdout + proc.stderr
-    if not records.exists():
-        raise RuntimeError(f"Locust wrote no records (exit {proc.returncode}):\n{output[-3000:]}")
-    meta = json.loads(records.with_suffix(".json").read_text())
-    return LocustRun(pd.read_parquet(records), float(meta["t0_unix"]), proc.returncode, output)
+    timeout = plan.duration_s - start_at_s + request_timeout_s + 120
+    return LocustProcess(proc, out_dir, timeout)
+
+
+def run_locust(plan: Plan, host: str, out_dir: Path, **options: Any) -> LocustRun:
+    """Play ``plan`` against ``host`` with Locust, headless, to the end; files go to
+    ``out_dir``; ``options`` as for :func:`start_locust`."""
+    return start_locust(plan, host, out_dir, **options).wait()

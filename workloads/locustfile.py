@@ -15,7 +15,11 @@ Run it through ``workloads.loadtest.run_locust`` (or ``actormux locust``); by ha
 
 Environment: ``ACTORMUX_PLAN`` (required), ``ACTORMUX_RECORDS`` (Parquet to write),
 ``ACTORMUX_ACTOR_DOMAIN`` (default ``actors.local``), ``ACTORMUX_REQUEST_PATH``
-(default ``/``), ``ACTORMUX_REQUEST_TIMEOUT_S`` (default 30).
+(default ``/``), ``ACTORMUX_REQUEST_TIMEOUT_S`` (default 30),
+``ACTORMUX_RECORDS_STREAM`` (a JSON-lines file each record is appended to as soon as
+its answer arrives, so a Locust killed mid-run leaves what it saw acknowledged), and
+``ACTORMUX_PLAN_START_S`` (start part-way: play the requests from that plan time on,
+the first of them now).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ DOMAIN = os.environ.get("ACTORMUX_ACTOR_DOMAIN", "actors.local")
 REQUEST_PATH = os.environ.get("ACTORMUX_REQUEST_PATH", "/")
 RECORDS = os.environ.get("ACTORMUX_RECORDS")
 REQUEST_TIMEOUT_S = float(os.environ.get("ACTORMUX_REQUEST_TIMEOUT_S", "30"))
+STREAM = os.environ.get("ACTORMUX_RECORDS_STREAM")
+START_S = float(os.environ.get("ACTORMUX_PLAN_START_S", "0"))
 SPAWN_LEAD_S = 2.0  # start an actor's user this long before its first request
 SPAWN_RATE = 500.0
 # Headers a router may return to fill in what the client cannot see.
@@ -49,7 +55,7 @@ TIMING_HEADERS = {
     "service_s": "X-Actormux-Service-S",
 }
 
-_per_actor = PLAN.actor_requests()
+_per_actor = [reqs[PLAN.times[reqs] >= START_S] for reqs in PLAN.actor_requests()]
 _ORDER = sorted(
     (a for a, reqs in enumerate(_per_actor) if len(reqs)),
     key=lambda a: (PLAN.times[_per_actor[a][0]], a),
@@ -58,11 +64,13 @@ _FIRST = [float(PLAN.times[_per_actor[a][0]]) for a in _ORDER]
 _next_user = itertools.count()
 _state: dict[str, Any] = {"t0": None, "answered": 0, "written": False}
 _rows: list[tuple[Any, ...]] = []
+_stream = open(STREAM, "a", buffering=1) if STREAM else None  # noqa: SIM115 - lives as long as Locust
 
 
 def _t0() -> float:
+    """The wall time of plan time 0 (plan time ``START_S`` is when the test starts)."""
     if _state["t0"] is None:
-        _state["t0"] = time.time()
+        _state["t0"] = time.time() - START_S
     return float(_state["t0"])
 
 
@@ -95,21 +103,22 @@ def _on_request(
     activated = getattr(response, "headers", {}).get("X-Actormux-Activated")
     timings = {k: _header_float(response, h) for k, h in TIMING_HEADERS.items()}
     started = kw.get("start_time") or time.time() - response_time / 1000
-    _rows.append(
-        (
-            rid,
-            context["actor"],
-            started - _t0(),
-            outcome,
-            status,
-            activated == "1",
-            timings["control_plane_s"],
-            timings["queue_s"],
-            timings["activation_s"],
-            timings["service_s"],
-            response_time / 1000,
-        )
+    row = (
+        rid,
+        context["actor"],
+        started - _t0(),
+        outcome,
+        status,
+        activated == "1",
+        timings["control_plane_s"],
+        timings["queue_s"],
+        timings["activation_s"],
+        timings["service_s"],
+        response_time / 1000,
     )
+    _rows.append(row)
+    if _stream is not None:
+        _stream.write(json.dumps(dict(zip(REQUEST_COLUMNS, row, strict=True))) + "\n")
     _state["answered"] += 1
 
 
@@ -176,7 +185,11 @@ class PlanShape(LoadTestShape):
 
     def tick(self) -> tuple[int, float] | None:
         t = self.get_run_time()
-        if _state["answered"] >= len(PLAN) or t > PLAN.duration_s + REQUEST_TIMEOUT_S + 30:
+        remaining = sum(len(reqs) for reqs in _per_actor)
+        if (
+            _state["answered"] >= remaining
+            or t > PLAN.duration_s - START_S + REQUEST_TIMEOUT_S + 30
+        ):
             return None
-        users = sum(1 for first in _FIRST if first <= t + SPAWN_LEAD_S)
+        users = sum(1 for first in _FIRST if first <= START_S + t + SPAWN_LEAD_S)
         return max(users, 1), SPAWN_RATE

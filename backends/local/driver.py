@@ -90,6 +90,7 @@ log = logging.getLogger("actormux.local")
 NODE = "n0"  # one machine
 MIB = 1 << 20
 TIME_WAIT_S = 61.0  # netstack keeps a TIME_WAIT this long after the actor closed first
+DIRTY_SETTLE_S = 1.5  # after re-verifying an actor that saw a failed connection
 
 
 @dataclass
@@ -165,6 +166,8 @@ class LocalBackend:
         self._acked: dict[str, list[str]] = {}  # actor -> requests acked since its snapshot
         self._dirty: set[str] = set()  # actors that saw a failed connection since a probe
         self._closed_first: dict[str, float] = {}  # actor -> until when its TIME_WAIT lasts
+        self._forwards: dict[tuple[str, int], set[asyncio.Future[Any]]] = {}
+        self._sandbox_worker: dict[str, str] = {}  # sandbox -> the worker it ran on
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._timers: set[asyncio.TimerHandle] = set()
@@ -382,6 +385,32 @@ class LocalBackend:
         if actor_closed_first:
             self._closed_first[actor] = self.now() + TIME_WAIT_S
 
+    def track_forward(self, actor: str, generation: int, forward: asyncio.Future[Any]) -> None:
+        """A forward in flight to activation ``generation`` of ``actor``: cut if that
+        activation is declared lost (its sandbox died; it will never answer)."""
+        key = (actor, generation)
+        self._forwards.setdefault(key, set()).add(forward)
+
+        def done(_: asyncio.Future[Any]) -> None:
+            forwards = self._forwards.get(key)
+            if forwards is not None:
+                forwards.discard(forward)
+                if not forwards:
+                    del self._forwards[key]
+
+        forward.add_done_callback(done)
+
+    def record_request(
+        self, rid: int, actor: str, arrived: float, *, outcome: str, status: int,
+        activated: bool, cp: float, queue: float = 0.0, activation: float = 0.0,
+        service: float = 0.0,
+    ) -> None:  # fmt: skip
+        """One row of the requests table, as the router saw the request end."""
+        total = self.now() - arrived
+        self.records.requests.append(
+            (rid, actor, arrived, outcome, status, activated, cp, queue, activation, service, total)
+        )
+
     def address(self, worker: str) -> tuple[str, int]:
         """Where a worker's actor answers."""
         return self.workers[worker].actor_ip, self.settings.actor_port
@@ -397,6 +426,8 @@ class LocalBackend:
                     future.set_result(cmd)
             elif isinstance(cmd, StateLost):
                 self._record_loss(cmd.actor, cmd.generation, cmd.version, cmd.reason)
+                for forward in list(self._forwards.get((cmd.actor, cmd.generation), ())):
+                    forward.cancel()
             elif isinstance(cmd, Correction):
                 log.warning("correction: %s %s: %s", cmd.actor, cmd.worker, cmd.detail)
             elif isinstance(cmd, Abandon):
@@ -488,6 +519,7 @@ class LocalBackend:
         except StaleGeneration as e:
             return ActivationOutcome.FAILED, str(e)
         self._sandboxes_of.setdefault(cmd.actor, set()).add(sandbox)
+        self._sandbox_worker[sandbox] = w.worker_id
         self.records.lifetimes.setdefault(cmd.actor, []).append([sandbox, self.now(), None])
         if not cmd.cold:
             try:
@@ -543,6 +575,9 @@ class LocalBackend:
             took = self.now() - started
             if outcome is not CheckpointOutcome.DECLINED and sandbox is not None:
                 self._forget(cmd.actor, sandbox)
+                if outcome is CheckpointOutcome.LOST:
+                    self.runsc.kill_process(sandbox)
+                    await self._cut_connections(sandbox)
                 if outcome is CheckpointOutcome.OK:
                     self._acked.pop(cmd.actor, None)  # in the snapshot now
                     self.records.checkpoints.append(
@@ -577,6 +612,8 @@ class LocalBackend:
             )  # fmt: skip
         except CommandError as e:
             self.store.abort(tmp)
+            with self._log(sandbox).open("a") as f:  # runsc's whole story, for the operator
+                f.write(f"checkpoint failed:\n{e.stderr}\n")
             state = await self.runsc.state(sandbox, w.netns_path)
             if state is not None and state.get("status") == "running":
                 return CheckpointOutcome.DECLINED, f"runsc checkpoint failed harmlessly: {e}", 0
@@ -598,6 +635,11 @@ class LocalBackend:
                 await self._probe(w, actor=actor, generation=generation, timeout_s=2.0)
             except (ActorHTTPError, TimeoutError) as e:
                 return f"it does not answer after a failed request ({e})"
+            # It answers. What the host cannot see may still be open inside it: the probe's
+            # own connection finishing in a sandbox that was frozen until a moment ago, and
+            # handshakes of connections abandoned meanwhile, which its netstack answers
+            # (SYN-ACK, again after 1 s) and the host resets. Let those play out first.
+            await asyncio.sleep(DIRTY_SETTLE_S)
             self._dirty.discard(actor)
         states = await asyncio.to_thread(tcpstate.connections_to, w.actor_ip, port)
         open_ = sorted({s for s in states if s != "TIME_WAIT"})
@@ -646,7 +688,16 @@ class LocalBackend:
         """Kill and remove ``sandbox`` now (its state is not needed)."""
         self._forget(actor, sandbox)
         self.runsc.kill_process(sandbox)
+        await self._cut_connections(sandbox)
         await self._reap(actor, sandbox)
+
+    async def _cut_connections(self, sandbox: str) -> None:
+        """The host's sockets to a sandbox that ended abnormally are destroyed before its
+        worker hosts another one (they would block that one's checkpoints)."""
+        worker = self._sandbox_worker.pop(sandbox, None)
+        if worker is not None and worker in self.workers:
+            ip, port = self.address(worker)
+            await asyncio.to_thread(tcpstate.destroy_connections, ip, port)
 
     def _forget(self, actor: str, sandbox: str) -> None:
         """``sandbox`` no longer serves ``actor``."""

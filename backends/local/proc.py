@@ -16,7 +16,10 @@ class CommandError(RuntimeError):
         self.args_ = list(args)
         self.returncode = returncode
         self.stderr = stderr
-        super().__init__(f"{' '.join(args)} exited {returncode}: {stderr.strip()[-800:]}")
+        text = stderr.strip()
+        if len(text) > 4400:  # a Go panic: the cause is at the top, the place at the bottom
+            text = f"{text[:4000]} [...] {text[-400:]}"
+        super().__init__(f"{' '.join(args[-3:])} exited {returncode}: {text}")
 
 
 @dataclass

@@ -23,7 +23,9 @@ from typing import Any
 
 from backends.local.proc import Result, run, run_sync
 
-_ALIVE_STATES = frozenset("RSDItWP")  # /proc/<pid>/stat states of a process that still runs
+# /proc/<pid>/stat states of a process that has not exited: running, sleeping, disk
+# sleep, idle, stopped (SIGSTOP), traced, waking, parked; Z (zombie) and X (dead) have.
+_ALIVE_STATES = frozenset("RSDITtWP")
 CHECKPOINT_TIMEOUT_S = 600.0  # the controller's deadline acts long before this
 
 

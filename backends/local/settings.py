@@ -6,12 +6,14 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from backends.local.driver import LocalSettings
 from backends.local.names import MAX_INSTANCE
+from backends.local.router import RouterLimits
+from control.recovery import RecoverySettings
 
 RUN_BASE = Path("/run/actormux")
 
@@ -26,8 +28,17 @@ class LocalConfig:
     actor_domain: str
     admin_token: str | None
     template: str
-    max_body_bytes: int
+    router: RouterLimits
     duration_s: float | None
+
+    def recovery(self, configured: RecoverySettings) -> RecoverySettings:
+        """The controller's deadlines for this backend: a forwarded request is abandoned
+        (and its connection reset) if the router has not ended it well after its own
+        request timeout; an activation may take the readiness probe's time and more."""
+        forward = configured.forward_deadline_s or self.settings.request_timeout_s + 30.0
+        activation = max(configured.activation_deadline_s,
+                         self.settings.activation_timeout_s + 10.0)  # fmt: skip
+        return replace(configured, forward_deadline_s=forward, activation_deadline_s=activation)
 
 
 def _int(cfg: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
@@ -90,7 +101,14 @@ def local_config(
         actor_domain=str(cfg.get("actor_domain", "actors.local")),
         admin_token=None if cfg.get("admin_token") is None else str(cfg["admin_token"]),
         template=str(template),
-        max_body_bytes=_int(cfg, "max_body_bytes", 1, 1 << 30),
+        router=RouterLimits(
+            header_timeout_s=_pos(cfg, "header_timeout_s"),
+            body_timeout_s=_pos(cfg, "body_timeout_s"),
+            idle_timeout_s=_pos(cfg, "idle_timeout_s"),
+            max_connections=_int(cfg, "max_connections", 1, 1 << 20),
+            max_header_bytes=_int(cfg, "max_header_bytes", 1024, 1 << 20),
+            max_body_bytes=_int(cfg, "max_body_bytes", 1, 1 << 30),
+        ),
         duration_s=None if duration is None else _pos(cfg, "duration_s"),
     )
 

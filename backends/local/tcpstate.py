@@ -5,6 +5,11 @@ so the host end tells whether the actor's end can be checkpointed: the router
 closes first, and a host socket in TIME_WAIT means the actor's end is closed too.
 Any other state (ESTABLISHED, FIN_WAIT*, CLOSE_WAIT, ...) means the actor still has
 a connection that would make ``runsc checkpoint`` fail and destroy the sandbox.
+
+A sandbox that dies sends nothing (its TCP stack dies with it), so host sockets it
+was connected to linger, orphaned, for up to a minute; the next sandbox on that
+worker address would see them. :func:`destroy_connections` removes them (the
+kernel's SOCK_DESTROY, via ``ss -K``) once the sandbox is gone.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
+
+from backends.local.proc import run_sync
 
 STATES = {
     "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
@@ -37,3 +44,10 @@ def connections_to(ip: str, port: int, table: Path = Path("/proc/net/tcp")) -> l
             if len(fields) > 3 and fields[2] == want:
                 found.append(STATES.get(fields[3], fields[3]))
     return found
+
+
+def destroy_connections(ip: str, port: int) -> None:
+    """Destroy this namespace's TCP sockets connected to ``ip:port`` (those of a sandbox
+    that is gone; never call it while one serves on that address)."""
+    address = str(ipaddress.IPv4Address(ip))
+    run_sync(["ss", "-K", "-tn", "dst", address, "dport", "=", f":{port}"], check=False)

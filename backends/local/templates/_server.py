@@ -1,59 +1,195 @@
-"""The HTTP/1.1 server both templates share (standard library only).
+"""The HTTP/1.1 server the templates share (standard library only).
 
-It never closes a connection first (the router does: see backends/local/httpclient.py),
-skips HTTPServer's getfqdn() (it waits seconds on DNS in an isolated namespace), and
-sleeps ``X-Actormux-Service`` seconds per request to stand for the tool's work.
+It never closes a connection first: not after a response, not on bad input (it
+answers 400 and waits for the peer to close), not on a handler error (500). A sandbox
+with a connection it closed first, or one left half-closed, cannot be checkpointed,
+and a failed checkpoint destroys it; the router always closes first.
+
+The readiness probe (``GET /healthz`` with ``X-Actormux-Actor`` and
+``X-Actormux-Generation``) tells the actor which actor and which activation
+generation it now is (a restored actor keeps its memory, including the old
+generation, until then). A request that names another generation or actor gets 409
+and is not served: a stale sandbox can never serve. Every answer carries the
+generation, so a client can see a fork. ``X-Actormux-Service`` seconds of sleep stand
+for the tool's work.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
-import socketserver
+import socket
+import threading
 import time
 from collections.abc import Callable
+from typing import BinaryIO, NamedTuple
 
 MAX_SERVICE_S = 60.0
+MAX_LINE = 8192
+MAX_HEADERS = 100
+MAX_BODY = 64 << 20
 Handler = Callable[[str, str, bytes], tuple[int, dict[str, object]]]
+
+
+class RequestError(Exception):
+    """The peer sent something that is not a request we can frame."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class Request(NamedTuple):
+    """One request as read off the connection."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # names lowercased
+    body: bytes
+
+
+class Identity:
+    """Which actor this sandbox is, and which activation of it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.actor = ""
+        self.generation = 0
+
+    def adopt(self, actor: str, generation: int) -> None:
+        """The probe says who we are now (generations only move forward)."""
+        with self.lock:
+            if generation >= self.generation:
+                self.actor, self.generation = actor, generation
+
+    def refuses(self, headers: dict[str, str]) -> str | None:
+        """Why a request meant for another actor or activation is not ours to serve."""
+        with self.lock:
+            actor, generation = self.actor, self.generation
+        wanted = headers.get("x-actormux-generation")
+        if wanted is not None and wanted != str(generation):
+            return f"this sandbox is generation {generation}, not {wanted}"
+        named = headers.get("x-actormux-actor")
+        if named is not None and actor and named != actor:
+            return f"this sandbox is {actor}, not {named}"
+        return None
+
+
+def _read_head(stream: BinaryIO) -> tuple[str, str, dict[str, str]] | None:
+    """One request line and its headers (None: the peer closed between requests)."""
+    line = stream.readline(MAX_LINE + 1)
+    while line in (b"\r\n", b"\n"):  # tolerated blank lines between requests
+        line = stream.readline(MAX_LINE + 1)
+    if not line:
+        return None
+    if len(line) > MAX_LINE:
+        raise RequestError(414, "request line too long")
+    parts = line.decode("latin-1").split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise RequestError(400, "not an HTTP/1.x request line")
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADERS):
+        raw = stream.readline(MAX_LINE + 1)
+        if len(raw) > MAX_LINE:
+            raise RequestError(431, "header line too long")
+        if raw in (b"\r\n", b"\n"):
+            return parts[0], parts[1], headers
+        if not raw:
+            raise RequestError(400, "connection closed inside the headers")
+        name, sep, value = raw.decode("latin-1").partition(":")
+        if not sep or not name.strip():
+            raise RequestError(400, "malformed header line")
+        headers[name.strip().lower()] = value.strip()
+    raise RequestError(431, "too many headers")
+
+
+def _body(stream: BinaryIO, headers: dict[str, str]) -> bytes:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        raise RequestError(411, "send Content-Length, not chunked bodies")
+    try:
+        length = int(headers.get("content-length") or 0)
+    except ValueError:
+        raise RequestError(400, "bad Content-Length") from None
+    if length < 0 or length > MAX_BODY:
+        raise RequestError(413, "body too large")
+    body = stream.read(length) if length else b""
+    if len(body) != length:
+        raise RequestError(400, "connection closed inside the body")
+    return body
+
+
+def _send(conn: socket.socket, status: int, reply: dict[str, object]) -> None:
+    data = (json.dumps(reply) + "\n").encode()
+    head = (
+        f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    conn.sendall(head.encode("latin-1") + data)
+
+
+def _drain_until_closed(stream: BinaryIO) -> None:
+    """After input we cannot frame: wait for the peer to close (never close first)."""
+    while stream.read(65536):
+        pass
+
+
+def _connection(conn: socket.socket, handle: Handler, identity: Identity) -> None:
+    stream = conn.makefile("rb")
+    try:
+        while True:
+            try:
+                head = _read_head(stream)
+                if head is None:
+                    return  # the peer closed first, as it should: now we may close too
+                method, path, headers = head
+                body = _body(stream, headers)
+            except RequestError as e:
+                _send(conn, e.status, {"error": str(e)})
+                _drain_until_closed(stream)
+                return
+            _send(conn, *_dispatch(Request(method, path, headers, body), handle, identity))
+    except OSError:
+        return  # reset by the peer
+    finally:
+        stream.close()
+        conn.close()
+
+
+def _dispatch(
+    request: Request, handle: Handler, identity: Identity
+) -> tuple[int, dict[str, object]]:
+    headers = request.headers
+    if request.path == "/healthz":
+        try:
+            generation = int(headers.get("x-actormux-generation", "0"))
+        except ValueError:
+            return 400, {"error": "bad X-Actormux-Generation"}
+        if generation:
+            identity.adopt(headers.get("x-actormux-actor", ""), generation)
+        return 200, {"ok": True, "generation": identity.generation}
+    why = identity.refuses(headers)
+    if why is not None:
+        return 409, {"error": why, "generation": identity.generation}
+    try:
+        service = float(headers.get("x-actormux-service") or 0)
+    except ValueError:
+        service = 0.0
+    if service > 0:
+        time.sleep(min(service, MAX_SERVICE_S))
+    try:
+        status, reply = handle(request.method, request.path, request.body)
+    except Exception as e:  # the actor's bug: answer, keep the connection and the sandbox
+        status, reply = 500, {"error": f"{type(e).__name__}: {e}"}
+    return status, {**reply, "generation": identity.generation}
 
 
 def serve(port: int, handle: Handler) -> None:
     """Serve forever: ``handle(method, path, body) -> (status, json body)``."""
-
-    class Request(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _do(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            if self.path == "/healthz":
-                status, reply = 200, {"ok": True}
-            else:
-                try:
-                    service = float(self.headers.get("X-Actormux-Service") or 0)
-                except ValueError:
-                    service = 0.0
-                if service > 0:
-                    time.sleep(min(service, MAX_SERVICE_S))
-                status, reply = handle(self.command, self.path, body)
-            data = (json.dumps(reply) + "\n").encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_DELETE = _do  # noqa: N815
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-
-        def server_bind(self) -> None:
-            socketserver.TCPServer.server_bind(self)
-            self.server_name, self.server_port = "actor", port
-
-    Server(("0.0.0.0", port), Request).serve_forever()
+    identity = Identity()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", port))
+    listener.listen(128)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_connection, args=(conn, handle, identity), daemon=True).start()
