@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backends.local import netns  # noqa: E402
-from backends.local.bundle import write_bundle  # noqa: E402
 from backends.local.cleanup import cleanup  # noqa: E402
 from backends.local.driver import LocalBackend, LocalSettings  # noqa: E402
 from backends.local.httpclient import ActorHTTPError, request  # noqa: E402
@@ -78,10 +77,7 @@ async def measure(rounds: int, warm: int, state: Path) -> dict[str, object]:
     try:
         await backend.prepare()
         await netns.create(bare)
-        bundle = write_bundle(
-            settings.runtime_dir / "bundles" / "bare", args=backend.templates["counter"].args,
-            env={"PATH": "/usr/bin:/bin"}, netns_path=bare.netns_path,
-        )  # fmt: skip
+        bundle = backend.write_bundle(backend.templates["counter"], bare)  # the same sandbox
         backend.open()
         backend.create_actor("bench", "counter")
         await router.start(PORT)

@@ -52,9 +52,11 @@ class Harness:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
         self.router: Router | None = None
 
-    async def call(self, actor: str, method: str = "POST", body: bytes = b"", **headers: str):
+    async def call(
+        self, actor: str, method: str = "POST", body: bytes = b"", path: str = "/", **headers: str
+    ):
         async with self.session.request(
-            method, self.url + "/", data=body, headers={"Host": f"{actor}.actors.local", **headers}
+            method, self.url + path, data=body, headers={"Host": f"{actor}.actors.local", **headers}
         ) as resp:
             return resp.status, await resp.read(), resp.headers
 

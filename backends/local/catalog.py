@@ -1,7 +1,8 @@
 """The actor templates the local backend offers: the programs it runs inside sandboxes.
 
 Each template is a Python program in ``backends/local/templates/`` (standard library
-only) started with the sandbox's own Python and the actor port.
+only). Inside its sandbox that directory is ``/app`` (read-only) and the program runs
+with the host's Python from ``/usr`` and the actor port.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from pathlib import Path
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 
+APP = "/app"  # where a template's directory appears inside its sandbox
+
+
 @dataclass(frozen=True)
 class Template:
-    """How to start an actor of a kind: the program run inside the sandbox, and the
-    directory it lives in (mounted read-only into the sandbox)."""
+    """How to start an actor of a kind: the program run inside the sandbox (paths as
+    the sandbox sees them), and the host directory mounted read-only at ``/app``."""
 
     name: str
     args: tuple[str, ...]
@@ -39,10 +43,10 @@ def default_templates(
         raise ValueError("agent_state_mb: give at least one size")
 
     def agent(name: str, mb: int) -> Template:
-        return Template(name, (python, str(TEMPLATE_DIR / "agent.py"), str(port), str(mb)))
+        return Template(name, (python, f"{APP}/agent.py", str(port), str(mb)))
 
     return {
-        "counter": Template("counter", (python, str(TEMPLATE_DIR / "counter.py"), str(port))),
+        "counter": Template("counter", (python, f"{APP}/counter.py", str(port))),
         "agent": agent("agent", sizes[0]),
         **{agent_template_name(mb): agent(agent_template_name(mb), mb) for mb in sizes},
     }

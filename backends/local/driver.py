@@ -47,6 +47,7 @@ from backends.local.lock import DirectoryLock
 from backends.local.names import WorkerNames, check_actor_id
 from backends.local.proc import CommandError
 from backends.local.recovery import RecoveryReport, recover
+from backends.local.rootfs import make_rootfs
 from backends.local.runsc import Runsc
 from backends.local.statedir import open_state_dir
 from backends.local.store import Snapshot, SnapshotStore, SnapshotUnusable, StaleGeneration
@@ -205,12 +206,19 @@ class LocalBackend:
         self.records.losses.extend(self.db.losses())
         await asyncio.gather(*(netns.create(w) for w in self.workers.values()))
         await asyncio.to_thread(firewall.install, settings.instance, settings.actor_port)
+        make_rootfs(settings.runtime_dir / "rootfs")
         for w in self.workers.values():
             for t in self.templates.values():
-                write_bundle(
-                    self._bundle(t.name, w), args=t.args, env={"PATH": "/usr/bin:/bin",
-                    "PYTHONUNBUFFERED": "1"}, netns_path=w.netns_path,
-                )  # fmt: skip
+                self.write_bundle(t, w)
+
+    def write_bundle(self, template: Template, w: WorkerNames) -> Path:
+        """The OCI bundle that runs ``template`` on worker ``w`` (minimal root, nobody)."""
+        return write_bundle(
+            self._bundle(template.name, w), args=template.args,
+            env={"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+            netns_path=w.netns_path, rootfs=self.settings.runtime_dir / "rootfs",
+            app_dir=template.directory,
+        )  # fmt: skip
 
     def open(self) -> None:
         """Hand the actors the database knows (with the store's snapshots) and the

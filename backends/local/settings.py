@@ -125,6 +125,8 @@ def runsc_unusable_reason(python: str = "/usr/bin/python3") -> str | None:
             package = packages.get(tool)
             hint = f" (apt-get update && apt-get install -y {package})" if package else ""
             return f"{tool} is not installed{hint}"
+    if not python.startswith("/usr/"):
+        return f"{python}: the sandbox's Python must be under /usr (all it sees of the host)"
     if not Path(python).exists():
         return f"{python} (the Python actors run inside the sandbox) does not exist"
     return None
