@@ -6,9 +6,11 @@
    copy of it, so its first activation is a restore.
 3. Serve the router on 127.0.0.1 and let Locust play the plan against it.
 4. Check every actor that got requests: its counter must equal the increments the
-   clients saw acknowledged (``lost_updates``, ``unacknowledged_updates``); with the
-   agent template the history digest too. Check that no actor ever had two sandboxes
-   alive at once (``double_activations``).
+   clients saw acknowledged, less what the backend reported lost (``lost_updates``
+   counts silent losses only; ``reported_lost_updates`` the reported ones), plus
+   ``unacknowledged_updates``; with the agent template the history digest too. An
+   independent monitor process checks that no actor ever had two sandboxes alive at
+   once (``double_activations``).
 5. Summarise like the simulator, plus those checks and checkpoint/restore percentiles,
    and simulate the same plan for a side-by-side comparison.
 """
@@ -20,17 +22,20 @@ import hashlib
 import shutil
 import sys
 import time
-from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
+import pandas as pd
 
 from backends.local.catalog import agent_template_name
 from backends.local.cleanup import cleanup
+from backends.local.db import LossRow
 from backends.local.driver import LocalBackend, LocalSettings
+from backends.local.monitor import MonitorProcess
 from backends.local.router import Router
 from backends.local.settings import LocalConfig
 from backends.local.store import Snapshot
@@ -43,7 +48,7 @@ from control.metrics import (
 )
 from experiments.build import RunSpec
 from experiments.runner import RunOutput, simulate, summary_of
-from sim.engine import RunResult
+from sim.engine import RunResult, reliability_counters
 from workloads.loadtest import LocustRun, run_locust
 from workloads.plan import Plan
 
@@ -53,10 +58,12 @@ class Verification:
     """What reading every actor back found."""
 
     actors_checked: int
-    lost_updates: int  # acknowledged increments missing from the counter
+    lost_updates: int  # acknowledged increments missing, and not reported lost (silent)
     unacknowledged_updates: int  # increments the counter has that no client saw succeed
     digest_mismatches: int
     unreadable: int
+    reported_lost_updates: int = 0  # acknowledged increments the backend reported lost
+    reported_unnamed_updates: int = 0  # missing from actors with a loss it could not name
 
 
 def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> dict[str, np.ndarray]:
@@ -130,22 +137,56 @@ def real_snapshot_bytes(
 
 
 def verify(
-    plan: Plan, locust: LocustRun, held: dict[str, dict[str, Any] | None], template: str
+    records: pd.DataFrame,
+    held: dict[str, dict[str, Any] | None],
+    template: str,
+    reported: Mapping[str, set[str]] | None = None,
+    unnamed: set[str] | None = None,
 ) -> Verification:
-    """Compare what each actor holds with what the clients saw acknowledged."""
-    ok = locust.records[locust.records["outcome"] == "ok"]
-    acked = Counter(ok["actor"].tolist())
-    lost = extra = digests = unreadable = 0
+    """Compare what each actor holds with what the clients saw acknowledged (``records``
+    in the requests schema); ``reported`` maps actors to the ids of requests the
+    backend reported lost (those are missing by account, not silently); ``unnamed``
+    are actors with a reported loss whose requests it could not all name (what they
+    miss is reported, though not by id)."""
+    ok = records[records["outcome"] == "ok"]
+    acked: dict[str, set[str]] = {}
+    for actor, request in zip(ok["actor"], ok["request"], strict=True):
+        acked.setdefault(str(actor), set()).add(str(request))
+    reported = reported or {}
+    unnamed = unnamed or set()
+    lost = extra = digests = unreadable = reported_lost = reported_unnamed = 0
     for actor, state in held.items():
         if state is None:
             unreadable += 1
             continue
         count = int(state["count"])
-        lost += max(0, acked[actor] - count)
-        extra += max(0, count - acked[actor])
+        mine = acked.get(actor, set())
+        gone = mine & reported.get(actor, set())
+        reported_lost += len(gone)
+        missing = max(0, len(mine) - len(gone) - count)
+        if actor in unnamed:
+            reported_unnamed += missing
+        else:
+            lost += missing
+        extra += max(0, count - (len(mine) - len(gone)))
         if template.startswith("agent") and state.get("digest") != expected_digest(count):
             digests += 1
-    return Verification(len(held), lost, extra, digests, unreadable)
+    return Verification(
+        len(held), lost, extra, digests, unreadable, reported_lost, reported_unnamed
+    )
+
+
+def reported_losses(losses: list[LossRow]) -> dict[str, set[str]]:
+    """Actor -> ids of requests the backend reported lost."""
+    found: dict[str, set[str]] = {}
+    for loss in losses:
+        found.setdefault(loss.actor, set()).update(loss.requests)
+    return found
+
+
+def unnamed_losses(losses: list[LossRow]) -> set[str]:
+    """Actors with a reported loss whose acknowledged requests are not all named."""
+    return {loss.actor for loss in losses if not loss.known}
 
 
 @dataclass
@@ -164,6 +205,7 @@ async def _run(
 ) -> tuple[RunOutput, LocustRun, Verification, np.ndarray]:
     backend = LocalBackend(lc.settings, spec.make_controller(lc.recovery(spec.recovery)))
     router = Router(backend, domain=lc.actor_domain, limits=lc.router)
+    monitor: MonitorProcess | None = None
     started_wall = time.perf_counter()
     try:
         await backend.prepare()
@@ -180,6 +222,9 @@ async def _run(
             start_from = golden[templates[actor]] if pop.snapshot_version[i] else None
             backend.create_actor(actor, templates[actor], golden=start_from)
         await router.start(lc.port)
+        monitor = MonitorProcess(
+            backend.runsc.root, lc.settings.instance, out_dir / "monitor.jsonl"
+        )
         print(
             f"playing {len(plan):,} requests to {len(pop):,} actors on {lc.settings.workers} "
             f"workers for {plan.duration_s:g} s ...",
@@ -209,14 +254,18 @@ async def _run(
         requested = sorted(set(np.asarray(pop.ids)[plan.actors].tolist()))
         print(f"reading back {len(requested)} actors ...", file=sys.stderr, flush=True)
         held = await read_back(lc.port, lc.actor_domain, requested, parallel=lc.settings.workers)
-        verification = verify(plan, locust, held, lc.template)
+        watched = await asyncio.to_thread(monitor.stop)
+        losses = list(backend.records.losses)
+        verification = verify(
+            locust.records, held, lc.template, reported_losses(losses), unnamed_losses(losses)
+        )
         sizes = real_snapshot_bytes(
             pop.snapshot_bytes,
             templates,
             {t: sealed.bytes for t, (sealed, _) in golden.items()},
             _table(CHECKPOINT_COLUMNS, rec.checkpoints[:n_ckpt]),
         )
-        double = backend.double_activations()
+        double_driver = backend.double_activations()
         cp_calls = backend.control_plane_calls
         result = RunResult(
             requests=_shift(_table(REQUEST_COLUMNS, rec.requests[:n_req]), "arrival_s", load_start),
@@ -233,8 +282,11 @@ async def _run(
             worker_utilization=occupied / (lc.settings.workers * (load_end - load_start)),
             control_plane_calls=cp_calls,
             events=backend.ctl.stats.events,
+            reliability=reliability_counters(backend.ctl, {}),
         )
     finally:
+        if monitor is not None and monitor.proc.poll() is None:
+            monitor.proc.kill()
         await router.close()
         await backend.close(save=False)
         cleanup(lc.settings.instance)
@@ -250,7 +302,14 @@ async def _run(
             "digest_mismatches": verification.digest_mismatches,
             "unreadable_actors": verification.unreadable,
             "verified_actors": verification.actors_checked,
-            "double_activations": double,
+            "double_activations": watched.double_activations,  # the independent monitor
+            "double_activations_driver": double_driver,  # the driver's own account
+            "monitor_samples": watched.samples,
+            "monitor_max_gap_s": watched.max_gap_s,
+            "monitor_gaps_over_100ms": watched.gaps_over_100ms,
+            "reported_lost_updates": verification.reported_lost_updates,
+            "reported_unnamed_updates": verification.reported_unnamed_updates,
+            "losses_reported": len(losses),
             "restore_latency_s": percentiles(acts["total_s"][~cold])
             if cold.size
             else percentiles([]),

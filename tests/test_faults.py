@@ -139,7 +139,7 @@ def test_a_damaged_snapshot_is_detected_before_restore_and_reported_precisely(
         counts_after_increments(serve, "c1", 2)
         admin(serve.admin_port, "suspend", "c1")  # v1: count 2
         wait_until(lambda: serve.admin("show", "c1")["state"] == "suspended")
-        assert serve.post("c1")["count"] == 3
+        assert post(serve.port, "c1", **{"X-Request-Id": "third"})["count"] == 3
         admin(serve.admin_port, "suspend", "c1")  # v2: count 3
         wait_until(lambda: serve.admin("show", "c1")["snapshot_version"] == 2)
         image = tmp_path / "state" / "snapshots" / "c1" / "v000002" / "checkpoint.img"
@@ -161,7 +161,8 @@ def test_a_damaged_snapshot_is_detected_before_restore_and_reported_precisely(
         assert serve.post("c1", "GET")["count"] == 2
         (loss,) = serve.admin("losses")
         assert (loss["actor"], loss["version"]) == ("c1", 1)
-        assert "operator" in loss["reason"]
+        assert "operator" in loss["reason"] and ".set-aside-v000002" in loss["reason"]
+        assert loss["requests"] == ["third"] and loss["known"]  # exactly what v2 held
     finally:
         serve.stop()
 

@@ -27,6 +27,7 @@ from backends.local.store import (
     SnapshotUnusable,
     StaleGeneration,
     wait_for_writer,
+    write_requests,
 )
 from backends.local.tcpstate import connections_to
 
@@ -111,8 +112,9 @@ def test_recovery_finishes_a_complete_interrupted_commit_and_discards_the_rest(t
     db.begin_activation("a3", 9, "a3_g9_i0", "w2", "ns")
     for row in db.live_sandboxes():
         db.sandbox_stopped(row.id)  # their sandboxes are accounted for
-    # a1: runsc finished (crash between writing the image and committing it) -> commit
-    checkpoint_into(store, "a1", 1, 5, b"a1 saved")
+    # a1: runsc finished (crash between writing the image and committing it) -> commit,
+    # naming the acknowledged requests the driver recorded before runsc ran
+    write_requests(checkpoint_into(store, "a1", 1, 5, b"a1 saved"), ("r1", "r2"))
     # a2: runsc never finished -> discard, nothing half-written becomes a snapshot
     checkpoint_into(store, "a2", 1, 5, b"half", complete=False)
     # a3: complete, but of an activation older than the fence -> discard
@@ -122,7 +124,10 @@ def test_recovery_finishes_a_complete_interrupted_commit_and_discards_the_rest(t
     checkpoint_into(store, "a4", 1, 0, b"old")
     report = asyncio.run(recover(Runsc(tmp_path / "runsc"), store, db))
     assert store.versions("a1") == [1] and store.verify("a1", 1).generation == 5
+    assert store.manifest("a1", 1).requests == ("r1", "r2")
+    assert store.manifest("a1", 1).requests_known
     assert store.versions("a2") == store.versions("a3") == [] and store.versions("a4") == [2]
+    assert not store.manifest("a4", 2).requests_known  # committed with no record of them
     assert store.pending() == []
     assert sum(line.startswith("committed") for line in report.actions) == 1
     assert sum(line.startswith("discarded") for line in report.actions) == 3

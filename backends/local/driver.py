@@ -32,7 +32,7 @@ import itertools
 import logging
 import shutil
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,13 @@ from backends.local.recovery import RecoveryReport, recover
 from backends.local.rootfs import make_rootfs
 from backends.local.runsc import Runsc
 from backends.local.statedir import open_state_dir
-from backends.local.store import Snapshot, SnapshotStore, SnapshotUnusable, StaleGeneration
+from backends.local.store import (
+    Snapshot,
+    SnapshotStore,
+    SnapshotUnusable,
+    StaleGeneration,
+    write_requests,
+)
 from control.controller import Controller
 from control.messages import (
     Abandon,
@@ -320,13 +326,21 @@ class LocalBackend:
             except (SnapshotUnusable, ValueError) as e:
                 return AdminResult(actor, False, str(e))
         was = known.snapshot_version
+        newer = [self.store.manifest(actor, v) for v in self.store.versions(actor) if v > version]
         result = self.admin(RecoverRequested(actor, version))
         if result.ok:
             aside = self.store.set_aside(actor, version)
             why = f"an operator chose to go on from v{version} (was v{was})"
             if aside:
                 why += f"; set aside for inspection: {', '.join(p.name for p in aside)}"
-            self._record_loss(actor, known.generation, version, why)
+            # What the dropped versions held beyond v{version}: named by their manifests
+            # (not known if a manifest is unreadable, or versions were pruned meanwhile).
+            lost = [r for m in newer if m is not None for r in m.requests]
+            known_all = (
+                all(m is not None and m.requests_known for m in newer)
+                and len(newer) == was - version
+            )
+            self._record_loss(actor, known.generation, version, why, lost, known=known_all)
         return result
 
     async def golden_image(self, template: str) -> tuple[Snapshot, Path]:
@@ -613,6 +627,7 @@ class LocalBackend:
         await asyncio.sleep(self.settings.checkpoint_settle_s)  # the last FIN/ACK
         self.control_plane_calls += 1  # the Suspend call
         tmp = self.store.begin(cmd.actor, cmd.version, cmd.generation)
+        write_requests(tmp, tuple(self._acked.get(cmd.actor, ())))
         try:
             await self.runsc.checkpoint(
                 sandbox, tmp, w.netns_path,
@@ -670,7 +685,7 @@ class LocalBackend:
             try:
                 return await asyncio.to_thread(
                     self.store.commit, cmd.actor, cmd.version, cmd.generation, tmp,
-                    fence=cmd.generation,
+                    fence=cmd.generation, requests=tuple(self._acked.get(cmd.actor, ())),
                 )  # fmt: skip
             except (FileExistsError, FileNotFoundError):
                 raise  # not transient: the image stays in place for recovery to judge
@@ -731,9 +746,14 @@ class LocalBackend:
         await self.db.offload(self.db.delete_actor, actor)
         self._acked.pop(actor, None)
 
-    def _record_loss(self, actor: str, generation: int, version: int, reason: str) -> None:
-        lost = tuple(self._acked.pop(actor, ()))
-        row = LossRow(actor, generation, version, reason, lost, True, time.time())
+    def _record_loss(
+        self, actor: str, generation: int, version: int, reason: str,
+        also: Sequence[str] = (), *, known: bool = True,
+    ) -> None:  # fmt: skip
+        """What ``actor`` acknowledged after snapshot ``version`` is gone: the requests of
+        its current activation, and ``also`` (those of snapshots dropped with it)."""
+        lost = (*also, *self._acked.pop(actor, ()))
+        row = LossRow(actor, generation, version, reason, lost, known, time.time())
         self.records.losses.append(row)
         log.error(
             "%s: activation %d lost (%s); it goes on from v%d; %d acknowledged requests lost%s",
@@ -741,7 +761,7 @@ class LocalBackend:
         )  # fmt: skip
         self._spawn(
             self.db.offload(
-                self.db.record_loss, actor, generation, version, reason, lost, known=True
+                self.db.record_loss, actor, generation, version, reason, lost, known=known
             )
         )
 

@@ -47,6 +47,7 @@ from backends.local.names import check_actor_id
 
 MANIFEST = "manifest.json"
 COMPLETE = ".complete"  # written by the checkpoint wrapper iff runsc succeeded
+REQUESTS = ".requests.json"  # written before runsc: the acknowledged requests it holds
 LOCK = ".lock"  # held by the checkpoint wrapper while runsc runs
 FORMAT = 1
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
@@ -91,6 +92,8 @@ class Snapshot:
     generation: int
     files: tuple[SnapshotFile, ...]
     created_unix: float
+    requests: tuple[str, ...] = ()  # acknowledged since the previous version (ids)
+    requests_known: bool = True  # False: saved after a crash, which requests is unknown
 
     @property
     def bytes(self) -> int:
@@ -137,6 +140,23 @@ def _sha256(path: Path) -> str:
 def image_bytes(directory: Path) -> int:
     """Bytes of the checkpoint image in ``directory`` (its image files only)."""
     return sum(f.stat().st_size for f in _image_files(directory))
+
+
+def write_requests(directory: Path, requests: tuple[str, ...]) -> None:
+    """Record in a checkpoint's temporary directory, before runsc runs, which
+    acknowledged requests the checkpoint will hold (so a commit that recovery finishes
+    after a crash still names them)."""
+    part = directory / (REQUESTS + ".part")
+    part.write_text(json.dumps(list(requests)))
+    os.rename(part, directory / REQUESTS)
+
+
+def read_requests(directory: Path) -> tuple[tuple[str, ...], bool]:
+    """The requests :func:`write_requests` recorded, and whether they are known."""
+    try:
+        return tuple(str(r) for r in json.loads((directory / REQUESTS).read_text())), True
+    except (OSError, ValueError, TypeError):
+        return (), False
 
 
 def wait_for_writer(directory: Path, timeout_s: float) -> bool:
@@ -235,6 +255,8 @@ class SnapshotStore:
                     for f in data["files"]
                 ),
                 created_unix=float(data["created_unix"]),
+                requests=tuple(str(r) for r in data.get("requests", ())),
+                requests_known=bool(data.get("requests_known", True)),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -293,11 +315,15 @@ class SnapshotStore:
         return tmp
 
     def commit(
-        self, actor: str, version: int, generation: int, tmp: Path, *, fence: int
-    ) -> Snapshot:
+        self, actor: str, version: int, generation: int, tmp: Path, *, fence: int,
+        requests: tuple[str, ...] | None = None,
+    ) -> Snapshot:  # fmt: skip
         """Make the complete checkpoint in ``tmp`` committed version ``version`` (see the
         module docstring). ``fence`` is the actor's newest generation: a checkpoint of an
-        older one raises :class:`StaleGeneration` and commits nothing."""
+        older one raises :class:`StaleGeneration` and commits nothing. ``requests`` are
+        the acknowledged requests it holds beyond the previous version (its manifest
+        names them, so losing this version says exactly what is lost); None: as the
+        driver wrote them into ``tmp`` before the checkpoint, or unknown."""
         if generation != fence:
             raise StaleGeneration(
                 f"checkpoint of {actor} generation {generation} is stale (newest: {fence})"
@@ -313,7 +339,12 @@ class SnapshotStore:
             os.chmod(path, 0o600)
             _fsync(path)
             entries.append(SnapshotFile(path.name, path.stat().st_size, _sha256(path)))
-        snapshot = Snapshot(actor, version, generation, tuple(entries), time.time())
+        known = True
+        if requests is None:
+            requests, known = read_requests(tmp)
+        snapshot = Snapshot(
+            actor, version, generation, tuple(entries), time.time(), requests, known
+        )
         self._write_manifest(tmp, snapshot)
         os.rename(tmp, final)  # the commit point
         _fsync(final.parent)
@@ -331,6 +362,8 @@ class SnapshotStore:
             "files": [
                 {"name": f.name, "bytes": f.bytes, "sha256": f.sha256} for f in snapshot.files
             ],
+            "requests": list(snapshot.requests),
+            "requests_known": snapshot.requests_known,
         }
         part = directory / (MANIFEST + ".part")
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
