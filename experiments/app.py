@@ -86,6 +86,9 @@ def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
             fidelity_repeats(cfg)
         except ConfigError as e:
             exit_bad_config(e)
+    if cfg.get("soak") is not None:
+        run_soak_or_exit(cfg, spec, out_dir)
+        return
     lc = local_config_or_exit(cfg, spec, state_dir=out_dir / "state")
     if fidelity:
         run_fidelity(cfg, spec, lc, out_dir)
@@ -95,9 +98,11 @@ def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
     checks = (
         "## Correctness\n\n"
         f"Every actor that got requests ({v.actors_checked}) was read back through the router "
-        f"after the load: lost updates {v.lost_updates}, unacknowledged updates "
+        f"after the load: lost updates {v.lost_updates} (silent; reported and named by the "
+        f"backend: {v.reported_lost_updates}), unacknowledged updates "
         f"{v.unacknowledged_updates}, digest mismatches {v.digest_mismatches}, unreadable "
-        f"{v.unreadable}; double activations {s['double_activations']}."
+        f"{v.unreadable}; double activations {s['double_activations']} (independent monitor, "
+        f"{s['monitor_samples']} samples, largest gap {s['monitor_max_gap_s']} s)."
     )
     compare = (
         "## Real vs simulated (same plan, same policies, `gvisor_local`-style latency model)\n\n"
@@ -110,3 +115,20 @@ def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
     print()
     print(side_by_side(s, real.simulated.summary, ("real (local)", "simulated")))
     print(f"report: {report}")
+
+
+def run_soak_or_exit(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
+    """``experiment=soak``: a long real run under faults (``experiments/soak.py``)."""
+    from experiments.soak import run_soak, soak_settings
+
+    try:
+        soak_settings(cfg)
+    except ConfigError as e:
+        exit_bad_config(e)
+    lc = local_config_or_exit(cfg, spec)
+    report = run_soak(cfg, spec, lc, out_dir)
+    print((out_dir / "report.md").read_text())
+    failed = report.lost_updates or report.double_activations
+    if failed:
+        print("soak: FAILED (lost updates or double activations)", file=sys.stderr)
+        sys.exit(1)
