@@ -35,11 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backends.local import netns  # noqa: E402
+from backends.gvisor import netns  # noqa: E402
+from backends.gvisor.httpclient import ActorHTTPError, request  # noqa: E402
+from backends.gvisor.names import WorkerNames  # noqa: E402
 from backends.local.cleanup import cleanup  # noqa: E402
 from backends.local.driver import LocalBackend, LocalSettings  # noqa: E402
-from backends.local.httpclient import ActorHTTPError, request  # noqa: E402
-from backends.local.names import WorkerNames  # noqa: E402
 from backends.local.router import Router, RouterLimits  # noqa: E402
 from backends.local.settings import runsc_unusable_reason  # noqa: E402
 from control.controller import Controller  # noqa: E402

@@ -31,14 +31,14 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
-from backends.local.catalog import agent_template_name
+from backends.gvisor.catalog import agent_template_name
 from backends.local.cleanup import cleanup
 from backends.local.db import LossRow
 from backends.local.driver import LocalBackend, LocalSettings
 from backends.local.monitor import MonitorProcess
 from backends.local.router import Router
 from backends.local.settings import LocalConfig
-from backends.local.store import Snapshot
+from backends.manifest import Snapshot
 from control.metrics import (
     ACTIVATION_COLUMNS,
     CHECKPOINT_COLUMNS,

@@ -39,10 +39,11 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from backends.gvisor.names import sandbox_id
+from backends.gvisor.runsc import Runsc
 from backends.local.cleanup import RUN_BASE, cleanup
 from backends.local.db import LossRow
 from backends.local.monitor import MonitorProcess
-from backends.local.runsc import Runsc
 from backends.local.settings import LocalConfig
 from control.metrics import REQUEST_COLUMNS, percentiles
 from experiments.build import ConfigError, RunSpec
@@ -428,7 +429,7 @@ class Soak:
         return self._pick(running)
 
     def _sandbox_pid(self, actor: str, generation: int) -> int | None:
-        return self.runsc.pid(f"{actor}_g{generation}_i{self.lc.settings.instance}")
+        return self.runsc.pid(sandbox_id(actor, generation, self.lc.settings.instance))
 
     def _in_background(self, work: Callable[[], Any]) -> None:
         thread = threading.Thread(target=work, daemon=True)

@@ -13,7 +13,7 @@ import time
 import pytest
 from gvisor_harness import harness
 
-from backends.local.httpclient import request
+from backends.gvisor.httpclient import request
 from backends.local.router import RouterLimits
 from control.controller import RecoverySettings
 from control.messages import SuspendRequested

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from gvisor_harness import INSTANCE, RUN_DIR, harness
 
-from backends.local import firewall
-from backends.local.catalog import Template
+from backends.gvisor import firewall
+from backends.gvisor.catalog import Template
 
 pytestmark = pytest.mark.usefixtures("gvisor")
 HOSTILE = Template(

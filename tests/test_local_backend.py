@@ -30,8 +30,8 @@ from gvisor_harness import (
     wait_for,
 )
 
+from backends.gvisor.names import BadActorId, actor_from_host, check_actor_id
 from backends.local.cleanup import leftovers
-from backends.local.names import BadActorId, actor_from_host, check_actor_id
 from control.policies import IdleTimeout
 
 pytestmark = pytest.mark.usefixtures("gvisor")
@@ -139,7 +139,8 @@ def test_bad_input_is_refused_clearly(tmp_path):
 def test_actor_ids_and_hosts_are_checked():
     assert check_actor_id("a-1") == "a-1"
     assert actor_from_host("a-1.actors.local:8000", "actors.local") == "a-1"
-    for bad in ("", "a.b", "a/b", "a\x00", "é"):
+    # a trailing newline once passed (a regex matched with "$", not in full)
+    for bad in ("", "a.b", "a/b", "a\x00", "é", "nl1\n", "a1\r\n", "-a", "a-", "A1", "a" * 41):
         with pytest.raises(BadActorId):
             check_actor_id(bad)
 

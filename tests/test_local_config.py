@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.local.catalog import default_templates
+from backends.gvisor.catalog import default_templates
 from backends.local.driver import LocalSettings
 from backends.local.settings import local_config
 from experiments.local_run import actor_templates, real_snapshot_bytes

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from backends.gvisor.runsc import Runsc
+from backends.gvisor.tcpstate import connections_to
 from backends.local.cleanup import CleanupRefused, cleanup
 from backends.local.db import StateDB, StateDBError
 from backends.local.lock import DirectoryLock, InstanceBusy
 from backends.local.recovery import recover
-from backends.local.runsc import Runsc
 from backends.local.statedir import MARKER, NotAStateDir, is_state_dir, open_state_dir
 from backends.local.store import (
     COMPLETE,
@@ -29,7 +30,6 @@ from backends.local.store import (
     wait_for_writer,
     write_requests,
 )
-from backends.local.tcpstate import connections_to
 
 
 def checkpoint_into(store: SnapshotStore, actor: str, version: int, generation: int,
@@ -246,7 +246,7 @@ def test_tcp_states_are_read_from_the_kernel_for_one_peer():
 
 
 def test_a_stopped_process_is_alive_and_a_zombie_is_not():
-    from backends.local.runsc import process_alive
+    from backends.gvisor.runsc import process_alive
 
     child = subprocess.Popen(["sleep", "30"])
     try:

@@ -260,7 +260,7 @@ class TraceWorkload:
         if trace.actors is not None:
             names = [a for a, k in zip(trace.actors, keep.tolist(), strict=True) if k]
             unique = list(dict.fromkeys(names))
-            ids = unique if all(_DNS_LABEL.match(a) for a in unique) else actor_ids(len(unique))
+            ids = unique if all(_DNS_LABEL.fullmatch(a) for a in unique) else actor_ids(len(unique))
             index = {a: i for i, a in enumerate(unique)}
             actors = np.asarray([index[a] for a in names], dtype=np.int64)
         else:

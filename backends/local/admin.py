@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from backends.gvisor.names import check_actor_id
 from backends.local.driver import LocalBackend
-from backends.local.names import check_actor_id
 from control.messages import ActorDeleted, ResumeRequested, SuspendRequested
 from sim.engine import reliability_counters
 

@@ -19,12 +19,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backends.local import firewall, netns
+from backends.gvisor import firewall, netns
+from backends.gvisor.proc import run_sync
+from backends.gvisor.runsc import Runsc
 from backends.local.db import StateDB
 from backends.local.lock import DirectoryLock
-from backends.local.proc import run_sync
 from backends.local.recovery import recover
-from backends.local.runsc import Runsc
 from backends.local.statedir import is_state_dir
 from backends.local.store import SnapshotStore
 

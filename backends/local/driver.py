@@ -37,26 +37,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.local import firewall, netns, tcpstate
-from backends.local.bundle import write_bundle
-from backends.local.catalog import Template, default_templates
+from backends.gvisor import firewall, netns, tcpstate
+from backends.gvisor.bundle import write_bundle
+from backends.gvisor.catalog import Template, default_templates
+from backends.gvisor.httpclient import ActorHTTPError
+from backends.gvisor.names import WorkerNames, check_actor_id, parse_sandbox_id, sandbox_id
+from backends.gvisor.probe import wait_ready
+from backends.gvisor.proc import CommandError
+from backends.gvisor.rootfs import make_rootfs
+from backends.gvisor.runsc import Runsc
 from backends.local.db import LossRow, StateDB
 from backends.local.failpoints import failpoint
-from backends.local.httpclient import ActorHTTPError, request
 from backends.local.lock import DirectoryLock
-from backends.local.names import WorkerNames, check_actor_id
-from backends.local.proc import CommandError
 from backends.local.recovery import RecoveryReport, recover
-from backends.local.rootfs import make_rootfs
-from backends.local.runsc import Runsc
 from backends.local.statedir import open_state_dir
 from backends.local.store import (
-    Snapshot,
     SnapshotStore,
     SnapshotUnusable,
     StaleGeneration,
     write_requests,
 )
+from backends.manifest import Snapshot
 from control.controller import Controller
 from control.messages import (
     Abandon,
@@ -698,7 +699,7 @@ class LocalBackend:
 
     def _sandbox_id(self, actor: str, generation: int) -> str:
         """The container id of activation ``generation`` of ``actor``."""
-        return f"{actor}_g{generation}_i{self.settings.instance}"
+        return sandbox_id(actor, generation, self.settings.instance)
 
     async def _stop_sandbox(self, cmd: StopSandbox) -> None:
         """Kill and remove the sandbox of an abandoned activation, then report it."""
@@ -769,25 +770,13 @@ class LocalBackend:
         self, w: WorkerNames, *, actor: str = "", generation: int = 0,
         timeout_s: float | None = None,
     ) -> None:  # fmt: skip
-        """Wait until the actor answers ``/healthz`` (connection refused while it starts);
-        the probe tells it which actor and generation it now is."""
+        """Wait until the actor on ``w`` answers ``/healthz`` (as activation
+        ``generation`` of ``actor``)."""
         limit = self.settings.activation_timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + limit
-        headers = {"X-Actormux-Actor": actor, "X-Actormux-Generation": str(generation)}
-        while True:
-            try:
-                response = await request(
-                    w.actor_ip, self.settings.actor_port, "GET", "/healthz", headers=headers,
-                    timeout=min(2.0, limit),
-                )  # fmt: skip
-                if response.status == 200:
-                    return
-            except ActorHTTPError:
-                if time.monotonic() > deadline:
-                    raise
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"actor on {w.worker_id} not ready in {limit} s")
-            await asyncio.sleep(0.02)
+        await wait_ready(
+            w.actor_ip, self.settings.actor_port, actor=actor, generation=generation,
+            timeout_s=limit,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ observed state
 
@@ -846,14 +835,3 @@ class LocalBackend:
             )
             count += sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
         return count
-
-
-def parse_sandbox_id(cid: str) -> tuple[str, int, int] | None:
-    """``(actor, generation, instance)`` from an actor sandbox's container id."""
-    parts = cid.split("_")
-    if len(parts) != 3 or not parts[1].startswith("g") or not parts[2].startswith("i"):
-        return None
-    try:
-        return check_actor_id(parts[0]), int(parts[1][1:]), int(parts[2][1:])
-    except ValueError:
-        return None

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.local.runsc import process_alive
+from backends.gvisor.runsc import process_alive
 
 _CONTAINER = re.compile(r"^(?P<actor>[a-z0-9-]+)_g(?P<generation>\d+)_i(?P<instance>\d+)$")
 
@@ -84,7 +84,7 @@ class Sampler:
                     continue
                 self._pids[path] = cached
             _, cid, pid = cached
-            match = _CONTAINER.match(cid)
+            match = _CONTAINER.fullmatch(cid)
             if match and int(match["instance"]) == self.instance and pid and process_alive(pid):
                 alive.setdefault(match["actor"], []).append(cid)
         for gone in set(self._pids) - seen:

@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.gvisor.proc import CommandError
+from backends.gvisor.runsc import Runsc
 from backends.local.db import SandboxRow, StateDB
-from backends.local.proc import CommandError
-from backends.local.runsc import Runsc
 from backends.local.store import PendingCheckpoint, SnapshotStore, wait_for_writer
 
 log = logging.getLogger("actormux.local")

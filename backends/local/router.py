@@ -35,9 +35,9 @@ from typing import Any
 
 import h11
 
+from backends.gvisor.httpclient import ActorHTTPError, request
+from backends.gvisor.names import BadActorId, actor_from_host
 from backends.local.driver import LocalBackend
-from backends.local.httpclient import ActorHTTPError, request
-from backends.local.names import BadActorId, actor_from_host
 from control.messages import Reject
 
 log = logging.getLogger("actormux.router")

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from backends.gvisor.names import MAX_INSTANCE
 from backends.local.driver import LocalSettings
-from backends.local.names import MAX_INSTANCE
 from backends.local.router import RouterLimits
 from control.recovery import RecoverySettings
 

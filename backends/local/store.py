@@ -33,7 +33,6 @@ only from checked actor ids and integers.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -43,13 +42,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.local.names import check_actor_id
+from backends import manifest
+from backends.gvisor.names import check_actor_id
+from backends.manifest import MANIFEST, Snapshot, image_files
 
-MANIFEST = "manifest.json"
 COMPLETE = ".complete"  # written by the checkpoint wrapper iff runsc succeeded
 REQUESTS = ".requests.json"  # written before runsc: the acknowledged requests it holds
 LOCK = ".lock"  # held by the checkpoint wrapper while runsc runs
-FORMAT = 1
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 _TMP_DIR = re.compile(r"^\.tmp-v(\d{6,})-g(\d+)-[0-9a-f]+$")
 
@@ -75,33 +74,6 @@ class StaleGeneration(RuntimeError):  # noqa: N818
 
 
 @dataclass(frozen=True)
-class SnapshotFile:
-    """One file of a snapshot, as its manifest records it."""
-
-    name: str
-    bytes: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A committed snapshot."""
-
-    actor: str
-    version: int
-    generation: int
-    files: tuple[SnapshotFile, ...]
-    created_unix: float
-    requests: tuple[str, ...] = ()  # acknowledged since the previous version (ids)
-    requests_known: bool = True  # False: saved after a crash, which requests is unknown
-
-    @property
-    def bytes(self) -> int:
-        """Bytes of its image files."""
-        return sum(f.bytes for f in self.files)
-
-
-@dataclass(frozen=True)
 class PendingCheckpoint:
     """A temporary checkpoint directory found at startup."""
 
@@ -124,22 +96,9 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _image_files(directory: Path) -> list[Path]:
-    """The image files runsc wrote (not our markers or manifest)."""
-    return sorted(
-        p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")
-        and p.name != MANIFEST
-    )  # fmt: skip
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def image_bytes(directory: Path) -> int:
     """Bytes of the checkpoint image in ``directory`` (its image files only)."""
-    return sum(f.stat().st_size for f in _image_files(directory))
+    return sum(f.stat().st_size for f in image_files(directory))
 
 
 def write_requests(directory: Path, requests: tuple[str, ...]) -> None:
@@ -212,7 +171,7 @@ class SnapshotStore:
         directory = self._actor_dir(actor)
         if not directory.is_dir():
             return []
-        found = (_VERSION_DIR.match(p.name) for p in directory.iterdir())
+        found = (_VERSION_DIR.fullmatch(p.name) for p in directory.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
     # ------------------------------------------------------------ reading
@@ -244,22 +203,7 @@ class SnapshotStore:
     @staticmethod
     def manifest_in(directory: Path) -> Snapshot | None:
         """The manifest in ``directory`` (None if missing or unreadable)."""
-        try:
-            data = json.loads((directory / MANIFEST).read_text())
-            return Snapshot(
-                actor=str(data["actor"]),
-                version=int(data["version"]),
-                generation=int(data["generation"]),
-                files=tuple(
-                    SnapshotFile(str(f["name"]), int(f["bytes"]), str(f["sha256"]))
-                    for f in data["files"]
-                ),
-                created_unix=float(data["created_unix"]),
-                requests=tuple(str(r) for r in data.get("requests", ())),
-                requests_known=bool(data.get("requests_known", True)),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return manifest.read(directory)
 
     def manifest(self, actor: str, version: int) -> Snapshot | None:
         """The manifest of a committed snapshot (None if missing or unreadable)."""
@@ -289,20 +233,9 @@ class SnapshotStore:
             return "its manifest is missing or unreadable"
         if (snapshot.actor, snapshot.version) != (actor, version):
             return f"its manifest describes {snapshot.actor} v{snapshot.version}"
-        if not snapshot.files:
-            return "its manifest lists no files"
-        for f in snapshot.files:
-            path = directory / f.name
-            if "/" in f.name or not path.is_file():
-                return f"{f.name} is missing"
-            size = path.stat().st_size
-            if size != f.bytes:
-                how = "truncated?" if size < f.bytes else "grew?"
-                return f"{f.name} has {size} bytes, its manifest says {f.bytes} ({how})"
-            digest = _sha256(path)
-            if digest != f.sha256:
-                return f"{f.name} does not match its sha256 ({digest[:12]} != {f.sha256[:12]})"
-        return None
+        if any("/" in f.name for f in snapshot.files):
+            return "its manifest names a file outside its directory"
+        return manifest.problem_with(directory, snapshot)
 
     # ------------------------------------------------------------ writing
 
@@ -331,14 +264,14 @@ class SnapshotStore:
         final = self.path(actor, version)
         if final.exists():
             raise FileExistsError(f"snapshot v{version} of {actor} already exists")
-        files = _image_files(tmp)
+        files = image_files(tmp)
         if not files:
             raise FileNotFoundError(f"no image in {tmp}")
         entries = []
         for path in files:
             os.chmod(path, 0o600)
             _fsync(path)
-            entries.append(SnapshotFile(path.name, path.stat().st_size, _sha256(path)))
+            entries.append(manifest.describe_file(path))
         known = True
         if requests is None:
             requests, known = read_requests(tmp)
@@ -353,22 +286,10 @@ class SnapshotStore:
         return snapshot
 
     def _write_manifest(self, directory: Path, snapshot: Snapshot) -> None:
-        data = {
-            "format": FORMAT,
-            "actor": snapshot.actor,
-            "version": snapshot.version,
-            "generation": snapshot.generation,
-            "created_unix": snapshot.created_unix,
-            "files": [
-                {"name": f.name, "bytes": f.bytes, "sha256": f.sha256} for f in snapshot.files
-            ],
-            "requests": list(snapshot.requests),
-            "requests_known": snapshot.requests_known,
-        }
         part = directory / (MANIFEST + ".part")
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=1) + "\n")
+            f.write(manifest.to_json(snapshot))
             f.flush()
             os.fsync(f.fileno())
         os.rename(part, directory / MANIFEST)
@@ -401,9 +322,9 @@ class SnapshotStore:
     def seal(self, directory: Path, actor: str) -> Snapshot:
         """Write a manifest for a finished image outside the store (a golden image)."""
         entries = []
-        for path in _image_files(directory):
+        for path in image_files(directory):
             os.chmod(path, 0o600)
-            entries.append(SnapshotFile(path.name, path.stat().st_size, _sha256(path)))
+            entries.append(manifest.describe_file(path))
         snapshot = Snapshot(actor, 1, 0, tuple(entries), time.time())
         self._write_manifest(directory, snapshot)
         return snapshot
@@ -437,7 +358,7 @@ class SnapshotStore:
             if not actor_dir.is_dir() or actor_dir.name.startswith("."):
                 continue
             for tmp in sorted(actor_dir.iterdir()):
-                m = _TMP_DIR.match(tmp.name)
+                m = _TMP_DIR.fullmatch(tmp.name)
                 if m and tmp.is_dir():
                     found.append(
                         PendingCheckpoint(actor_dir.name, int(m.group(1)), int(m.group(2)), tmp)

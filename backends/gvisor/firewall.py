@@ -16,8 +16,8 @@ other rules. It is replaced atomically (``nft -f``) and removed by name.
 
 from __future__ import annotations
 
-from backends.local.names import VETH_PREFIX
-from backends.local.proc import CommandError, run_sync
+from backends.gvisor.names import VETH_PREFIX
+from backends.gvisor.proc import CommandError, run_sync
 
 TABLE_PREFIX = "actormux_"
 

@@ -7,8 +7,8 @@ address is put back before every run and restore, and never while a sandbox runs
 
 from __future__ import annotations
 
-from backends.local.names import NETNS_PREFIX, VETH_PREFIX, WorkerNames
-from backends.local.proc import run, run_sync
+from backends.gvisor.names import NETNS_PREFIX, VETH_PREFIX, WorkerNames
+from backends.gvisor.proc import run, run_sync
 
 
 async def create(w: WorkerNames) -> None:

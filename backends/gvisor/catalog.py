@@ -1,6 +1,6 @@
 """The actor templates the local backend offers: the programs it runs inside sandboxes.
 
-Each template is a Python program in ``backends/local/templates/`` (standard library
+Each template is a Python program in ``backends/gvisor/templates/`` (standard library
 only). Inside its sandbox that directory is ``/app`` (read-only) and the program runs
 with the host's Python from ``/usr`` and the actor port.
 """

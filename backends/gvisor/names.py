@@ -16,7 +16,7 @@ NETNS_PREFIX = "actormux-"
 VETH_PREFIX = "amx"
 MAX_INSTANCE = 49
 MAX_WORKERS = 64 * 256
-_ACTOR_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+_ACTOR_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 
 
 class BadActorId(ValueError):  # noqa: N818 - reads better at call sites than BadActorIdError
@@ -29,7 +29,7 @@ def check_actor_id(actor_id: str) -> str:
     Actor ids appear in Host headers, file names and container ids, so nothing else
     (no '/', '.', spaces or shell characters) is ever accepted.
     """
-    if not isinstance(actor_id, str) or not _ACTOR_ID.match(actor_id):
+    if not isinstance(actor_id, str) or not _ACTOR_ID.fullmatch(actor_id):
         raise BadActorId(
             f"bad actor id {actor_id!r}: use 1-40 lowercase letters, digits or '-', "
             "starting and ending with a letter or digit"
@@ -100,3 +100,19 @@ class WorkerNames:
     def actor_ip(self) -> str:
         """The address the actor's sandbox answers on (it binds 0.0.0.0)."""
         return str(self._network()[2])
+
+
+def sandbox_id(actor: str, generation: int, instance: int) -> str:
+    """The container id of activation ``generation`` of ``actor`` (backend ``instance``)."""
+    return f"{actor}_g{generation}_i{instance}"
+
+
+def parse_sandbox_id(cid: str) -> tuple[str, int, int] | None:
+    """``(actor, generation, instance)`` from an actor sandbox's container id."""
+    parts = cid.split("_")
+    if len(parts) != 3 or not parts[1].startswith("g") or not parts[2].startswith("i"):
+        return None
+    try:
+        return check_actor_id(parts[0]), int(parts[1][1:]), int(parts[2][1:])
+    except ValueError:
+        return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backends.local.proc import Result, run, run_sync
+from backends.gvisor.proc import Result, run, run_sync
 
 # /proc/<pid>/stat states of a process that has not exited: running, sleeping, disk
 # sleep, idle, stopped (SIGSTOP), traced, waking, parked; Z (zombie) and X (dead) have.
@@ -162,6 +162,10 @@ class Runsc:
             if data.get("id") == cid:
                 return data
         return None
+
+    def known(self, cid: str) -> bool:
+        """Whether runsc has state for ``cid`` under this root (from its state file)."""
+        return self._state_file(cid) is not None
 
     def pid(self, cid: str) -> int | None:
         """The sandbox's pid, from runsc's state file (readable from any namespace)."""

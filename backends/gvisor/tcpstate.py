@@ -18,7 +18,7 @@ import ipaddress
 import socket
 from pathlib import Path
 
-from backends.local.proc import run_sync
+from backends.gvisor.proc import run_sync
 
 STATES = {
     "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
