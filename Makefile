@@ -43,6 +43,8 @@ test: lint typecheck pytest
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/activation.py
+	$(BIN)/python benchmarks/agent_activation.py
+	$(BIN)/python benchmarks/agent_activation.py --s3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

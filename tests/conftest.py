@@ -43,3 +43,12 @@ def gvisor():
     yield
     cleanup(7, discard=True)
     assert leftovers(7) == []
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3-compatible server (moto's server mode) on loopback, with one bucket."""
+    from s3_server import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server

@@ -1,0 +1,186 @@
+"""Worker agents as separate processes with real gVisor sandboxes, and snapshots in a
+real S3-compatible server (moto's server mode) on loopback: an actor moves from one
+agent to another through S3 with its state, orders are carried out once however often
+they are sent, a stale generation is fenced, a damaged snapshot is refused, an agent
+killed with -9 loses no actor, and every input a client can send is checked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from gvisor_harness import INSTANCE, ROOT, RUN_DIR
+
+from backends.agent.api import Activate, Checkpoint, Outcome, Stop
+from backends.agent.client import AgentClient, AgentRefused
+from backends.gvisor.httpclient import request
+from backends.gvisor.names import WorkerNames
+
+pytestmark = pytest.mark.usefixtures("gvisor")
+TOKEN = "agent-test-token-0123456789"
+
+
+@contextmanager
+def agent(worker: int, tmp_path: Path, options: dict | None = None) -> Iterator[tuple]:
+    """``python -m backends.agent`` for worker ``worker`` of the test instance; yields
+    (process, base URL); SIGTERM at the end (it removes its sandboxes)."""
+    token_file = tmp_path / "agent.token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    argv = [
+        sys.executable, "-m", "backends.agent", "--instance", str(INSTANCE),
+        "--worker", str(worker), "--runtime-dir", str(RUN_DIR / f"agent-w{worker}"),
+        "--runsc-root", str(RUN_DIR / "runsc"), "--token-file", str(token_file),
+        "--storage-options", json.dumps(options or {}),
+    ]  # fmt: skip
+    log = (tmp_path / f"agent-w{worker}.log").open("a")
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        line = proc.stdout.readline()  # "agent w0 listening on http://127.0.0.1:PORT"
+        assert "listening on" in line, f"agent did not start: {line!r}; see {log.name}"
+        yield proc, line.split()[-1]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        log.close()
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+async def count_at(worker: int, method: str = "GET") -> dict:
+    w = WorkerNames(INSTANCE, worker)
+    response = await request(w.actor_ip, 8080, method, "/", timeout=10)
+    assert response.status == 200, response
+    return json.loads(response.body)
+
+
+def test_an_actor_moves_between_agents_through_s3_with_its_state(tmp_path, s3):
+    import s3fs
+
+    prefix = f"s3://{s3.bucket}/{uuid.uuid4().hex}/c1"
+    v1, v2 = f"{prefix}/v000001-g1", f"{prefix}/v000002-g2"
+
+    async def body(url_a: str, url_b: str) -> None:
+        async with AgentClient(url_a, TOKEN) as a, AgentClient(url_b, TOKEN) as b:
+            start = Activate("t:1", "c1", 1, "counter")
+            # the same order twice at once (a retry after a lost answer): one sandbox
+            first, again = await asyncio.gather(a.order(start), a.order(start))
+            assert first.outcome is Outcome.OK, first.reason
+            assert again == first
+            assert [(s.actor, s.generation) for s in (await a.state()).sandboxes] == [("c1", 1)]
+            for expected in (1, 2, 3):
+                assert (await count_at(0, "POST"))["count"] == expected
+
+            busy = await a.order(Activate("t:busy", "c2", 1, "counter"))
+            assert busy.outcome is Outcome.FAILED and "busy with c1" in busy.reason
+
+            save = Checkpoint("t:2", "c1", 1, 1, v1, ("r1", "r2", "r3"))
+            saved = await a.order(save)
+            assert saved.outcome is Outcome.OK, saved.reason
+            assert saved.snapshot == v1 and saved.bytes > 0
+            assert await a.order(save) == saved  # a repeat is answered, not re-run
+            assert (await a.state()).sandboxes == ()
+
+            moved = await b.order(Activate("t:3", "c1", 2, "counter", v1, 1))
+            assert moved.outcome is Outcome.OK, moved.reason
+            reply = await count_at(1)
+            assert reply == {"count": 3, "generation": 2}
+
+            stale = await b.order(Activate("t:4", "c1", 1, "counter", v1, 1))
+            assert stale.outcome is Outcome.STALE, stale
+            assert [(s.actor, s.generation) for s in (await b.state()).sandboxes] == [("c1", 2)]
+
+            # bit rot in the store: refused with the reason, nothing started
+            fs = s3fs.S3FileSystem(**s3.options["s3"])
+            names = sorted(p for p in fs.ls(v1.removeprefix("s3://")) if "manifest" not in p)
+            fs.pipe_file(names[-1], b"rotten")
+            rotten = await a.order(Activate("t:5", "c1", 3, "counter", v1, 1))
+            assert rotten.outcome is Outcome.UNUSABLE and "bytes" in rotten.reason, rotten
+            assert (await a.state()).sandboxes == ()
+
+    async def after_restart(url_b: str) -> None:
+        async with AgentClient(url_b, TOKEN) as b:
+            assert [(s.actor, s.generation) for s in (await b.state()).sandboxes] == [("c1", 2)]
+            assert (await count_at(1, "POST"))["count"] == 4
+            saved = await b.order(Checkpoint("t:6", "c1", 2, 2, v2, ("r4",)))
+            assert saved.outcome is Outcome.OK, saved.reason
+            fs = s3fs.S3FileSystem(**s3.options["s3"])
+            written = json.loads(fs.cat_file(f"{v2.removeprefix('s3://')}/manifest.json"))
+            assert (written["generation"], written["requests"]) == (2, ["r4"])
+            back = await b.order(Activate("t:7", "c1", 3, "counter", v2, 2))
+            assert back.outcome is Outcome.OK, back.reason
+            assert await count_at(1) == {"count": 4, "generation": 3}
+            assert (await b.order(Stop("t:8", "c1", 3))).outcome is Outcome.OK
+            assert (await b.state()).sandboxes == ()
+
+    with agent(0, tmp_path, s3.options) as (_, url_a), agent(1, tmp_path, s3.options) as (
+        proc_b, url_b,
+    ):  # fmt: skip
+        asyncio.run(body(url_a, url_b))
+        kill9(proc_b)  # the agent dies; its actor must not
+        assert (asyncio.run(count_at(1)))["count"] == 3
+    with agent(1, tmp_path, s3.options) as (_, url_b):  # a new agent adopts it
+        asyncio.run(after_restart(url_b))
+
+
+def test_a_file_snapshot_round_trip_and_the_agent_refuses_bad_clients(tmp_path):
+    store = tmp_path / "store"
+    uri = f"file://{store}/c1/v000001-g1"
+
+    async def body(url: str) -> None:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/healthz") as r:
+                assert r.status == 200 and (await r.json())["worker"] == "w2"
+            for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"},
+                            {"Authorization": TOKEN}):  # fmt: skip
+                async with http.get(f"{url}/v1/state", headers=headers) as r:
+                    assert r.status == 401
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            for raw in (b"{", b"\xff\xfe", b"[]", b'{"op": "x"}'):
+                async with http.post(f"{url}/v1/activate", data=raw, headers=auth) as r:
+                    assert r.status == 400, raw
+                    assert "error" in await r.json()
+            async with http.post(f"{url}/v1/stop", data=b"x" * (2 << 20), headers=auth) as r:
+                assert r.status == 413
+        async with AgentClient(url, TOKEN) as client:
+            started = await client.order(Activate("f:1", "c1", 1, "counter"))
+            assert started.outcome is Outcome.OK, started.reason
+            assert (await count_at(2, "POST"))["count"] == 1
+            # the same activation under a new op id (a restarted controller): not restarted
+            again = await client.order(Activate("f:1b", "c1", 1, "counter"))
+            assert again.outcome is Outcome.OK and "already runs" in again.reason
+            assert (await count_at(2))["count"] == 1
+            with pytest.raises(AgentRefused) as refused:  # same op id, different order
+                await client.order(Activate("f:1", "c9", 1, "counter"))
+            assert refused.value.status == 409
+            saved = await client.order(Checkpoint("f:2", "c1", 1, 1, uri))
+            assert saved.outcome is Outcome.OK, saved.reason
+            lost = await client.order(Checkpoint("f:3", "c1", 1, 2, uri + "x"))
+            assert lost.outcome is Outcome.LOST  # nothing runs: nothing to save
+            restored = await client.order(Activate("f:4", "c1", 2, "counter", uri, 1))
+            assert restored.outcome is Outcome.OK, restored.reason
+            assert await count_at(2) == {"count": 1, "generation": 2}
+        modes = {oct(p.stat().st_mode & 0o777) for p in (store / "c1" / "v000001-g1").iterdir()}
+        assert modes == {"0o600"}
+
+    with agent(2, tmp_path) as (proc, url):
+        asyncio.run(body(url))
+        deadline = time.monotonic() + 60
+        proc.send_signal(signal.SIGTERM)  # a clean stop removes its sandbox and namespace
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    assert not Path(WorkerNames(INSTANCE, 2).netns_path).exists()
