@@ -135,6 +135,32 @@ def test_recovery_finishes_a_complete_interrupted_commit_and_discards_the_rest(t
     db.close()
 
 
+def test_recovery_reports_a_vanished_sandbox_only_if_its_state_is_really_gone(tmp_path):
+    """After a crash, a sandbox the database still calls running is gone. That is a loss
+    only if it served and nothing saved it: not when its own checkpoint was committed
+    before the crash, nor when the control plane had ended it on purpose."""
+    state = open_state_dir(tmp_path / "state")
+    store = SnapshotStore(state / "snapshots")
+    db = StateDB(state / "state.sqlite")
+    for actor in ("saved", "ended", "died", "never"):
+        db.add_actor(actor, "counter")
+        store.commit(actor, 1, 0, checkpoint_into(store, actor, 1, 0, b"golden"), fence=0)
+    for actor in ("saved", "ended", "died", "never"):
+        db.begin_activation(actor, 1, f"{actor}_g1_i0", "w0", "ns")
+    for actor in ("saved", "ended", "died"):
+        db.sandbox_running(f"{actor}_g1_i0")  # each served requests
+    # saved: its checkpoint (v2, generation 1) was committed; then the crash, before the
+    # database heard that the sandbox stopped
+    store.commit("saved", 2, 1, checkpoint_into(store, "saved", 2, 1, b"after"), fence=1)
+    db.sandbox_stopping("ended_g1_i0")  # abandoned by the controller, then the crash
+    report = asyncio.run(recover(Runsc(tmp_path / "runsc"), store, db))
+    assert [loss.actor for loss in db.losses()] == ["died"]  # the one real loss, and only it
+    assert len(report.losses) == 1 and report.losses[0].startswith("died:")
+    assert any("saved_g1_i0 was checkpointed before the crash" in a for a in report.actions)
+    assert db.live_sandboxes() == []
+    db.close()
+
+
 def test_recovery_waits_for_a_checkpoint_that_outlived_the_control_plane(tmp_path):
     store = SnapshotStore(tmp_path / "snapshots")
     tmp = checkpoint_into(store, "a1", 1, 1, b"state", complete=False)

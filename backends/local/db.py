@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     worker TEXT NOT NULL,
     netns TEXT NOT NULL,
     generation INTEGER NOT NULL,
-    status TEXT NOT NULL,          -- starting, running (served), stopped
+    status TEXT NOT NULL,          -- starting, running (served), stopping, stopped
     started_unix REAL NOT NULL,
     stopped_unix REAL
 );
@@ -199,6 +199,12 @@ class StateDB:
     def sandbox_running(self, sandbox: str) -> None:
         """A sandbox answered its readiness probe: from now on it may acknowledge requests."""
         self.conn.execute("UPDATE sandboxes SET status='running' WHERE id=?", (sandbox,))
+
+    def sandbox_stopping(self, sandbox: str) -> None:
+        """The control plane ends a sandbox whose state is not needed (an abandoned or
+        failed activation) or whose loss it has recorded: after a crash, its absence is
+        no news."""
+        self.conn.execute("UPDATE sandboxes SET status='stopping' WHERE id=?", (sandbox,))
 
     def sandbox_stopped(self, sandbox: str) -> None:
         """A sandbox is gone (checkpointed, failed or killed)."""

@@ -704,7 +704,13 @@ class LocalBackend:
     async def _stop_sandbox(self, cmd: StopSandbox) -> None:
         """Kill and remove the sandbox of an abandoned activation, then report it."""
         try:
-            await self._kill(cmd.actor, self._sandbox_id(cmd.actor, cmd.generation))
+            sandbox = self._sandbox_id(cmd.actor, cmd.generation)
+            # Ended on purpose: a restart need not report it. Its state is not needed (an
+            # abandoned activation never served; a stray one is not the actor's), or its
+            # loss is recorded already: the controller emits StateLost before this
+            # StopSandbox, and the database's single writer keeps that order.
+            await self.db.offload(self.db.sandbox_stopping, sandbox)
+            await self._kill(cmd.actor, sandbox)
         finally:
             self._report(SandboxStopped(cmd.op))
 

@@ -9,7 +9,9 @@ Run before a restarted backend serves, and by ``actormux cleanup``. In order:
    a. if a checkpoint of exactly that activation completed, commit it;
    b. else if it still runs and is the actor's newest activation, checkpoint it now;
    c. else if it is an older activation (fenced), kill it: its state is not the actor's;
-   d. else (it died) report a loss if it had ever served, then remove it;
+   d. else (it died) report a loss if it had served and was not ended on purpose
+      (``stopping``: abandoned, failed, or its loss already recorded) and the actor's
+      newest snapshot is not its own checkpoint, then remove it;
 3. finish every other complete, unfenced, newer interrupted checkpoint; discard the rest.
 
 Nothing here decides by process name: sandboxes by container id, from the database
@@ -100,13 +102,27 @@ async def _settle(ctx: _Context, row: SandboxRow) -> None:
         saved = await _checkpoint_now(ctx, row, path)
     elif status == "running":
         ctx.report.note(f"killed {row.id}: an older activation of {row.actor} (fenced)")
-    elif not saved and newest and row.status == "running":
+    elif saved or not newest or row.status != "running":
+        pass  # saved, not the actor's state, never served, or ended on purpose
+    elif _saved_before_the_crash(ctx, row):
+        ctx.report.note(
+            f"{row.id} was checkpointed before the crash (v{ctx.store.latest(row.actor)})"
+        )
+    else:
         _lose(ctx, row, f"its sandbox {row.id} was gone when the control plane restarted")
     if path is not None:
         runsc.kill_process(row.id)
         await runsc.kill(row.id, path)
         await runsc.delete(row.id, path)
     db.sandbox_stopped(row.id)
+
+
+def _saved_before_the_crash(ctx: _Context, row: SandboxRow) -> bool:
+    """The actor's newest snapshot is this activation's own checkpoint (committed; the
+    crash came before the database heard that its sandbox stopped)."""
+    latest = ctx.store.latest(row.actor)
+    snapshot = ctx.store.manifest(row.actor, latest) if latest else None
+    return snapshot is not None and snapshot.generation == row.generation
 
 
 async def _checkpoint_now(ctx: _Context, row: SandboxRow, path: str) -> bool:
