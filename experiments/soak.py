@@ -70,6 +70,13 @@ FAULTS = (
 TOKEN = "soak-admin-token"
 
 
+class CrashedAtFailpointError(RuntimeError):
+    """serve reached its armed failpoint (and SIGKILLed itself) before it answered."""
+
+    def __init__(self, failpoint: str) -> None:
+        super().__init__(f"serve crashed at {failpoint} while starting")
+
+
 @dataclass(frozen=True)
 class SoakSettings:
     """The ``soak`` config section."""
@@ -195,6 +202,8 @@ class Serve:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if failpoint is not None and self.proc.returncode == -signal.SIGKILL:
+                    raise CrashedAtFailpointError(failpoint)
                 raise RuntimeError(f"serve exited {self.proc.returncode} while starting")
             if self.admin("GET", "/stats")[0] == 200:
                 return
@@ -525,15 +534,20 @@ class Soak:
         record.target = "serve"
         since = time.monotonic()
         self.serve.kill9()
-        self.serve.start(failpoint=failpoint)
-        actor = trigger()
-        record.target = f"serve via {actor}"
-        assert self.serve.proc is not None
+        actor = None
         try:
-            self.serve.proc.wait(timeout=60)
-            record.detail = f"crashed at {failpoint}"
-        except subprocess.TimeoutExpired:
-            record.detail = f"{failpoint} not reached; killed"
+            self.serve.start(failpoint=failpoint)
+        except CrashedAtFailpointError:  # the load got there before the trigger: as wanted
+            record.detail = f"crashed at {failpoint} while starting"
+        else:
+            actor = trigger()
+            record.target = f"serve via {actor}"
+            assert self.serve.proc is not None
+            try:
+                self.serve.proc.wait(timeout=60)
+                record.detail = f"crashed at {failpoint}"
+            except subprocess.TimeoutExpired:
+                record.detail = f"{failpoint} not reached; killed"
         self.serve.kill9()
         self.serve.start()
         self._until(record, self._serves(actor or self._pick(self.actors)), since)

@@ -13,6 +13,8 @@ import contextlib
 import json
 import os
 import subprocess
+import threading
+import time
 
 import pytest
 from gvisor_harness import (
@@ -124,6 +126,35 @@ def test_kill_9_of_serve_during_a_restore_loses_no_acknowledged_update(tmp_path)
         assert serve.post("k1")["count"] == 3
     finally:
         serve.stop()
+
+
+def test_kill_9_of_serve_mid_request_then_the_restart_saves_the_sandbox(tmp_path):
+    """Found by the soak: serve dies while an actor is still answering; the kernel
+    half-closes serve's connection, and the restart's checkpoint of that sandbox failed
+    on it ("encoding error at object tcp.endpoint") and destroyed the sandbox with
+    every update it held. Recovery now resets such connections and waits first."""
+    serve = Serve(tmp_path).start()
+    try:
+        assert admin(serve.admin_port, "create", "k1").returncode == 0
+        counts_after_increments(serve, "k1", 3)
+        slow = threading.Thread(
+            target=lambda: status_of_slow(serve.port, "k1"), daemon=True
+        )  # a request the actor takes 4 s over: still open when serve dies
+        slow.start()
+        time.sleep(1.0)
+    finally:
+        serve.kill()
+    serve.start()
+    try:
+        assert serve.admin("losses") == []  # saved, not destroyed
+        assert serve.post("k1", "GET")["count"] in (3, 4)  # 4: the unacknowledged one ran
+    finally:
+        serve.stop()
+
+
+def status_of_slow(port: int, actor: str) -> None:
+    with contextlib.suppress(OSError):
+        post(port, actor, "POST", **{"X-Actormux-Service": "4"})
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from gvisor_harness import (
     wait_for,
 )
 
-from backends.gvisor.names import BadActorId, actor_from_host, check_actor_id
+from backends.gvisor.names import BadActorId, WorkerNames, actor_from_host, check_actor_id
 from backends.local.cleanup import leftovers
 from control.policies import IdleTimeout
 
@@ -139,6 +139,9 @@ def test_bad_input_is_refused_clearly(tmp_path):
 def test_actor_ids_and_hosts_are_checked():
     assert check_actor_id("a-1") == "a-1"
     assert actor_from_host("a-1.actors.local:8000", "actors.local") == "a-1"
+    assert WorkerNames.from_netns("actormux-7-w12") == WorkerNames(7, 12)
+    for other in ("actormux-7-w12\n", "actormux-7-w", "netns-7-w1", "actormux-99-w1"):
+        assert WorkerNames.from_netns(other) is None
     # a trailing newline once passed (a regex matched with "$", not in full)
     for bad in ("", "a.b", "a/b", "a\x00", "é", "nl1\n", "a1\r\n", "-a", "a-", "A1", "a" * 41):
         with pytest.raises(BadActorId):

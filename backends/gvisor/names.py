@@ -16,6 +16,7 @@ NETNS_PREFIX = "actormux-"
 VETH_PREFIX = "amx"
 MAX_INSTANCE = 49
 MAX_WORKERS = 64 * 256
+_NETNS = re.compile(re.escape(NETNS_PREFIX) + r"(?P<instance>\d{1,3})-w(?P<index>\d{1,6})")
 _ACTOR_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 
 
@@ -61,6 +62,17 @@ class WorkerNames:
             raise ValueError(f"backend.instance: must be 0..{MAX_INSTANCE} (got {self.instance})")
         if not 0 <= self.index < MAX_WORKERS:
             raise ValueError(f"worker index must be 0..{MAX_WORKERS - 1} (got {self.index})")
+
+    @classmethod
+    def from_netns(cls, name: str) -> WorkerNames | None:
+        """The worker whose namespace is called ``name`` (None: not one of ours)."""
+        match = _NETNS.fullmatch(name)
+        if match is None:
+            return None
+        try:
+            return cls(int(match["instance"]), int(match["index"]))
+        except ValueError:
+            return None
 
     @property
     def worker_id(self) -> str:

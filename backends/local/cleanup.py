@@ -72,6 +72,14 @@ def state_dir_of(run_dir: Path) -> Path | None:
     return path if is_state_dir(path) else None
 
 
+def actor_port_of(run_dir: Path) -> int:
+    """The port the instance in ``run_dir`` ran its actors on (recorded when it started)."""
+    try:
+        return int((run_dir / "actor_port").read_text())
+    except (OSError, ValueError):
+        return 8080  # the default, and what instances before this record used
+
+
 def cleanup(
     instance: int | None = None,
     *,
@@ -125,7 +133,8 @@ def _clean_run_dir(directory: Path, report: CleanupReport, *, discard: bool) -> 
             store = SnapshotStore(state_dir / "snapshots")
             db = StateDB(state_dir / "state.sqlite")
             try:
-                recovered = asyncio.run(recover(runsc, store, db))
+                port = actor_port_of(directory)
+                recovered = asyncio.run(recover(runsc, store, db, actor_port=port))
             finally:
                 db.close()
         finally:

@@ -42,7 +42,7 @@ from backends.gvisor.bundle import write_bundle
 from backends.gvisor.catalog import Template, default_templates
 from backends.gvisor.httpclient import ActorHTTPError
 from backends.gvisor.names import WorkerNames, check_actor_id, parse_sandbox_id, sandbox_id
-from backends.gvisor.probe import wait_ready
+from backends.gvisor.probe import open_connections, wait_ready
 from backends.gvisor.proc import CommandError
 from backends.gvisor.rootfs import make_rootfs
 from backends.gvisor.runsc import Runsc
@@ -205,11 +205,14 @@ class LocalBackend:
         self._locks = [state_lock, run_lock]
         settings.runtime_dir.chmod(0o700)
         (settings.runtime_dir / "state_dir").write_text(f"{state_dir}\n")
+        (settings.runtime_dir / "actor_port").write_text(f"{settings.actor_port}\n")
         for d in (settings.runtime_dir / "bundles", settings.runtime_dir / "logs"):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = SnapshotStore(state_dir / "snapshots", keep=settings.keep_snapshots)
         self.db = StateDB(state_dir / "state.sqlite")
-        self.recovery = await recover(self.runsc, self.store, self.db)
+        self.recovery = await recover(
+            self.runsc, self.store, self.db, actor_port=settings.actor_port
+        )
         self.records.losses.extend(self.db.losses())
         await asyncio.gather(*(netns.create(w) for w in self.workers.values()))
         await asyncio.to_thread(firewall.install, settings.instance, settings.actor_port)
@@ -659,7 +662,12 @@ class LocalBackend:
                 await self._probe(w, actor=actor, generation=generation, timeout_s=2.0)
             except (ActorHTTPError, TimeoutError) as e:
                 return f"it does not answer after a failed request ({e})"
-            # It answers. What the host cannot see may still be open inside it: the probe's
+            # It answers. A request it is still working on holds its connection open
+            # inside it (the host's end may be gone already): wait for the actor to say 0.
+            held = await open_connections(w.actor_ip, port)
+            if held:
+                return f"it still holds {held} connections open"
+            # What the host cannot see may still be open inside it: the probe's
             # own connection finishing in a sandbox that was frozen until a moment ago, and
             # handshakes of connections abandoned meanwhile, which its netstack answers
             # (SYN-ACK, again after 1 s) and the host resets. Let those play out first.

@@ -7,7 +7,9 @@ Run before a restarted backend serves, and by ``actormux cleanup``. In order:
    of its temporary directory; see ``store.py``);
 2. for every sandbox the database does not know to be stopped:
    a. if a checkpoint of exactly that activation completed, commit it;
-   b. else if it still runs and is the actor's newest activation, checkpoint it now;
+   b. else if it still runs and is the actor's newest activation, checkpoint it now,
+      after resetting the dead control plane's connections to it and waiting until it
+      answers (a half-open connection makes a checkpoint destroy the sandbox);
    c. else if it is an older activation (fenced), kill it: its state is not the actor's;
    d. else (it died) report a loss if it had served and was not ended on purpose
       (``stopping``: abandoned, failed, or its loss already recorded) and the actor's
@@ -26,6 +28,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.gvisor import tcpstate
+from backends.gvisor.httpclient import ActorHTTPError
+from backends.gvisor.names import WorkerNames
+from backends.gvisor.probe import wait_idle, wait_ready
 from backends.gvisor.proc import CommandError
 from backends.gvisor.runsc import Runsc
 from backends.local.db import SandboxRow, StateDB
@@ -33,6 +39,8 @@ from backends.local.store import PendingCheckpoint, SnapshotStore, wait_for_writ
 
 log = logging.getLogger("actormux.local")
 SETTLE_TIMEOUT_S = 60.0  # how long a sandbox may stay "creating" (an orphaned restore)
+IDLE_TIMEOUT_S = 75.0  # the longest request an actor works on (60 s) and some
+QUIESCE_S = 1.5  # after an outlived sandbox answers, before its checkpoint (as DIRTY_SETTLE_S)
 
 
 @dataclass
@@ -66,10 +74,11 @@ async def _status(runsc: Runsc, cid: str, path: str | None) -> str:
 
 
 async def recover(
-    runsc: Runsc, store: SnapshotStore, db: StateDB, *, writer_timeout_s: float = 300.0
-) -> RecoveryReport:
+    runsc: Runsc, store: SnapshotStore, db: StateDB, *, writer_timeout_s: float = 300.0,
+    actor_port: int = 8080,
+) -> RecoveryReport:  # fmt: skip
     """Bring ``store`` and the sandboxes under ``runsc`` back in line (module docstring)."""
-    ctx = _Context(runsc, store, db, RecoveryReport())
+    ctx = _Context(runsc, store, db, RecoveryReport(), actor_port)
     for pending in store.pending():
         if not await asyncio.to_thread(wait_for_writer, pending.path, writer_timeout_s):
             ctx.report.note(f"checkpoint writer of {pending.path.name} still busy; left alone")
@@ -86,6 +95,7 @@ class _Context:
     store: SnapshotStore
     db: StateDB
     report: RecoveryReport
+    actor_port: int
 
 
 async def _settle(ctx: _Context, row: SandboxRow) -> None:
@@ -125,8 +135,31 @@ def _saved_before_the_crash(ctx: _Context, row: SandboxRow) -> bool:
     return snapshot is not None and snapshot.generation == row.generation
 
 
+async def _quiesce(ctx: _Context, row: SandboxRow) -> None:
+    """Make a sandbox that outlived its control plane safe to checkpoint: reset the
+    dead control plane's connections to it (a half-open one makes runsc checkpoint fail
+    and destroy the sandbox: "encoding error at object tcp.endpoint"), wait until it
+    answers, and let what is left inside its netstack play out (as the driver does)."""
+    worker = WorkerNames.from_netns(row.netns)
+    if worker is None:
+        return
+    ip, port = worker.actor_ip, ctx.actor_port
+    await asyncio.to_thread(tcpstate.destroy_connections, ip, port)
+    try:
+        await wait_ready(ip, port, actor=row.actor, generation=row.generation, timeout_s=10.0)
+    except (ActorHTTPError, TimeoutError) as e:  # frozen or broken: checkpoint it anyway
+        ctx.report.note(f"{row.id} does not answer before its checkpoint ({e})")
+    # A request still being worked on holds its (now reset) connection inside the
+    # sandbox until the actor answers it; a checkpoint meanwhile fails on it.
+    if not await wait_idle(ip, port, timeout_s=IDLE_TIMEOUT_S):
+        ctx.report.note(f"{row.id} still holds connections open; checkpointing anyway")
+    await asyncio.sleep(QUIESCE_S)
+    await asyncio.to_thread(tcpstate.destroy_connections, ip, port)
+
+
 async def _checkpoint_now(ctx: _Context, row: SandboxRow, path: str) -> bool:
     store = ctx.store
+    await _quiesce(ctx, row)
     version = store.latest(row.actor) + 1
     tmp = store.begin(row.actor, version, row.generation)
     try:

@@ -10,8 +10,9 @@ The readiness probe (``GET /healthz`` with ``X-Actormux-Actor`` and
 generation it now is (a restored actor keeps its memory, including the old
 generation, until then). A request that names another generation or actor gets 409
 and is not served: a stale sandbox can never serve. Every answer carries the
-generation, so a client can see a fork. ``X-Actormux-Service`` seconds of sleep stand
-for the tool's work.
+generation, so a client can see a fork. ``/healthz`` also says how many other
+connections the server still holds open (``connections``): a checkpoint waits for 0.
+``X-Actormux-Service`` seconds of sleep stand for the tool's work.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ class Identity:
         self.lock = threading.Lock()
         self.actor = ""
         self.generation = 0
+        self.open_connections = 0  # connections not yet closed by this server
+
+    def opened(self, change: int) -> None:
+        """A connection was accepted (+1) or closed (-1)."""
+        with self.lock:
+            self.open_connections += change
 
     def adopt(self, actor: str, generation: int) -> None:
         """The probe says who we are now (generations only move forward)."""
@@ -135,6 +142,7 @@ def _drain_until_closed(stream: BinaryIO) -> None:
 
 def _connection(conn: socket.socket, handle: Handler, identity: Identity) -> None:
     stream = conn.makefile("rb")
+    identity.opened(+1)
     try:
         while True:
             try:
@@ -153,6 +161,7 @@ def _connection(conn: socket.socket, handle: Handler, identity: Identity) -> Non
     finally:
         stream.close()
         conn.close()
+        identity.opened(-1)
 
 
 def _dispatch(
@@ -166,7 +175,12 @@ def _dispatch(
             return 400, {"error": "bad X-Actormux-Generation"}
         if generation:
             identity.adopt(headers.get("x-actormux-actor", ""), generation)
-        return 200, {"ok": True, "generation": identity.generation}
+        # connections open besides the probe's own: 0 means nothing is in flight
+        return 200, {
+            "ok": True,
+            "generation": identity.generation,
+            "connections": identity.open_connections - 1,
+        }
     why = identity.refuses(headers)
     if why is not None:
         return 409, {"error": why, "generation": identity.generation}
