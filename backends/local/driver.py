@@ -42,7 +42,7 @@ from backends.gvisor.bundle import write_bundle
 from backends.gvisor.catalog import Template, default_templates
 from backends.gvisor.httpclient import ActorHTTPError
 from backends.gvisor.names import WorkerNames, check_actor_id, parse_sandbox_id, sandbox_id
-from backends.gvisor.probe import open_connections, wait_ready
+from backends.gvisor.probe import wait_ready
 from backends.gvisor.proc import CommandError
 from backends.gvisor.rootfs import make_rootfs
 from backends.gvisor.runsc import Runsc
@@ -662,12 +662,7 @@ class LocalBackend:
                 await self._probe(w, actor=actor, generation=generation, timeout_s=2.0)
             except (ActorHTTPError, TimeoutError) as e:
                 return f"it does not answer after a failed request ({e})"
-            # It answers. A request it is still working on holds its connection open
-            # inside it (the host's end may be gone already): wait for the actor to say 0.
-            held = await open_connections(w.actor_ip, port)
-            if held:
-                return f"it still holds {held} connections open"
-            # What the host cannot see may still be open inside it: the probe's
+            # It answers. What the host cannot see may still be open inside it: the probe's
             # own connection finishing in a sandbox that was frozen until a moment ago, and
             # handshakes of connections abandoned meanwhile, which its netstack answers
             # (SYN-ACK, again after 1 s) and the host resets. Let those play out first.
