@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,15 @@ def read(directory: Path) -> Snapshot | None:
         return from_json((directory / MANIFEST).read_bytes())
     except (OSError, ValueError):
         return None
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by its path (a directory: its entries are durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sha256_of(path: Path) -> str:

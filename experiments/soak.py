@@ -463,39 +463,36 @@ class Soak:
 
     # ------------------------------------------------------------ the faults
 
-    def _fault_kill_sandbox_in_request(self, record: FaultRecord) -> None:
+    def _mid_request(
+        self, record: FaultRecord, service_s: float, hit_after_s: float,
+        hit: Callable[[int], None],
+    ) -> None:  # fmt: skip
+        """Send a running actor a request it works on for ``service_s``; ``hit_after_s``
+        into it, ``hit`` its sandbox's pid; then time the recovery."""
         actor = self._running_actor()
         if actor is None:
             record.detail = "no actor to hit"
             return
         record.target = actor["id"]
         pid = self._sandbox_pid(actor["id"], actor["generation"])
-        self._in_background(
-            lambda: self.serve.call(actor["id"], "POST", **{"X-Actormux-Service": "3"})
-        )
-        time.sleep(0.5)
+        service = {"X-Actormux-Service": str(service_s)}
+        self._in_background(lambda: self.serve.call(actor["id"], "POST", **service))
+        time.sleep(hit_after_s)
         since = time.monotonic()
         if pid is not None:
-            os.kill(pid, signal.SIGKILL)
+            hit(pid)
         self._until(record, self._serves(actor["id"]), since)
 
+    def _fault_kill_sandbox_in_request(self, record: FaultRecord) -> None:
+        self._mid_request(record, 3, 0.5, lambda pid: os.kill(pid, signal.SIGKILL))
+
     def _fault_stop_sandbox_in_request(self, record: FaultRecord) -> None:
-        actor = self._running_actor()
-        if actor is None:
-            record.detail = "no actor to hit"
-            return
-        record.target = actor["id"]
-        pid = self._sandbox_pid(actor["id"], actor["generation"])
-        self._in_background(
-            lambda: self.serve.call(actor["id"], "POST", **{"X-Actormux-Service": "1"})
-        )
-        time.sleep(0.3)
-        since = time.monotonic()
-        if pid is not None:
+        def freeze(pid: int) -> None:
             os.kill(pid, signal.SIGSTOP)
             time.sleep(self.settings.stop_s)
             os.kill(pid, signal.SIGCONT)
-        self._until(record, self._serves(actor["id"]), since)
+
+        self._mid_request(record, 1, 0.3, freeze)
 
     def _fault_stop_sandbox_in_restore(self, record: FaultRecord) -> None:
         actor = self._pick(self._actors_in("suspended"))

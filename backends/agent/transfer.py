@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from backends import manifest
-from backends.manifest import MANIFEST, Snapshot
+from backends.manifest import MANIFEST, Snapshot, fsync_path
 
 
 class Unusable(RuntimeError):  # noqa: N818 - a verdict on a snapshot
@@ -125,14 +125,6 @@ def publish(
     fs.pipe_file(f"{root}/{MANIFEST}", manifest.to_json(snapshot).encode())
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _publish_file(staging: Path, snapshot: Snapshot, final: Path) -> None:
     if final.exists():
         raise AlreadyPublishedError(f"{final} already holds a snapshot")
@@ -147,15 +139,15 @@ def _publish_file(staging: Path, snapshot: Snapshot, final: Path) -> None:
             except OSError:
                 shutil.copyfile(staging / f.name, target)
             os.chmod(target, 0o600)
-            _fsync(target)
+            fsync_path(target)
         fd = os.open(part / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(manifest.to_json(snapshot))
             out.flush()
             os.fsync(out.fileno())
-        _fsync(part)
+        fsync_path(part)
         os.rename(part, final)  # the commit point (refused if final appeared meanwhile)
-        _fsync(final.parent)
+        fsync_path(final.parent)
     except BaseException:
         shutil.rmtree(part, ignore_errors=True)
         raise

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from backends import manifest
 from backends.gvisor.names import check_actor_id
-from backends.manifest import MANIFEST, Snapshot, image_files
+from backends.manifest import MANIFEST, Snapshot, fsync_path, image_files
 
 COMPLETE = ".complete"  # written by the checkpoint wrapper iff runsc succeeded
 REQUESTS = ".requests.json"  # written before runsc: the acknowledged requests it holds
@@ -86,14 +86,6 @@ class PendingCheckpoint:
     def complete(self) -> bool:
         """runsc finished it successfully (the wrapper's verdict)."""
         return (self.path / COMPLETE).exists()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def image_bytes(directory: Path) -> int:
@@ -270,7 +262,7 @@ class SnapshotStore:
         entries = []
         for path in files:
             os.chmod(path, 0o600)
-            _fsync(path)
+            fsync_path(path)
             entries.append(manifest.describe_file(path))
         known = True
         if requests is None:
@@ -280,7 +272,7 @@ class SnapshotStore:
         )
         self._write_manifest(tmp, snapshot)
         os.rename(tmp, final)  # the commit point
-        _fsync(final.parent)
+        fsync_path(final.parent)
         self._index.setdefault(actor, {})[version] = snapshot.bytes
         self._prune(actor)
         return snapshot
@@ -293,7 +285,7 @@ class SnapshotStore:
             f.flush()
             os.fsync(f.fileno())
         os.rename(part, directory / MANIFEST)
-        _fsync(directory)
+        fsync_path(directory)
 
     def _prune(self, actor: str) -> None:
         versions = self.versions(actor)
@@ -315,7 +307,7 @@ class SnapshotStore:
         self._write_manifest(tmp, snapshot)
         final = self.path(actor, version)
         os.rename(tmp, final)
-        _fsync(final.parent)
+        fsync_path(final.parent)
         self._index.setdefault(actor, {})[version] = snapshot.bytes
         return snapshot
 
@@ -341,7 +333,7 @@ class SnapshotStore:
             self._index.get(actor, {}).pop(version, None)
             moved.append(target)
         if moved:
-            _fsync(self._actor_dir(actor))
+            fsync_path(self._actor_dir(actor))
         return moved
 
     def drop(self, actor: str) -> None:
