@@ -33,12 +33,12 @@ import pandas as pd
 
 from backends.gvisor.catalog import agent_template_name
 from backends.local.cleanup import cleanup
-from backends.local.db import LossRow
 from backends.local.driver import LocalBackend, LocalSettings
 from backends.local.monitor import MonitorProcess
 from backends.local.router import Router
 from backends.local.settings import LocalConfig
 from backends.manifest import Snapshot
+from backends.state import LossRow
 from control.metrics import (
     ACTIVATION_COLUMNS,
     CHECKPOINT_COLUMNS,

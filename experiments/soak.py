@@ -42,9 +42,9 @@ from omegaconf import DictConfig, OmegaConf
 from backends.gvisor.names import sandbox_id
 from backends.gvisor.runsc import Runsc
 from backends.local.cleanup import RUN_BASE, cleanup
-from backends.local.db import LossRow
 from backends.local.monitor import MonitorProcess
 from backends.local.settings import LocalConfig
+from backends.state import LossRow
 from control.metrics import REQUEST_COLUMNS, percentiles
 from experiments.build import ConfigError, RunSpec
 from experiments.local_run import read_back, reported_losses, unnamed_losses, verify

@@ -52,3 +52,19 @@ def s3(tmp_path_factory):
 
     with s3_server(tmp_path_factory.mktemp("s3")) as server:
         yield server
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on loopback, fsyncing every write; skipped outside CI when the
+    Debian package is missing (saying so), a failure in CI."""
+    from redis_server import RedisServer, redis_server_binary
+
+    if redis_server_binary() is None:
+        reason = "redis-server is not installed (apt-get install -y redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis tests must run in CI, but: {reason}")
+        pytest.skip(reason)
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

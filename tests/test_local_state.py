@@ -26,10 +26,10 @@ from backends.local.store import (
     COMPLETE,
     SnapshotStore,
     SnapshotUnusable,
-    StaleGeneration,
     wait_for_writer,
     write_requests,
 )
+from backends.state import StaleGeneration
 
 
 def checkpoint_into(store: SnapshotStore, actor: str, version: int, generation: int,

@@ -18,11 +18,10 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from backends.local.store import StaleGeneration
+from backends.state import ActorExists, ActorRow, LossRow, SandboxRow, StaleGeneration
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -73,40 +72,6 @@ class StateDBError(RuntimeError):
     """The database is not one this version of actormux can use."""
 
 
-@dataclass(frozen=True)
-class ActorRow:
-    """An actor as stored."""
-
-    id: str
-    template: str
-    generation: int
-
-
-@dataclass(frozen=True)
-class SandboxRow:
-    """A sandbox that was not known to be stopped."""
-
-    id: str
-    actor: str
-    worker: str
-    netns: str
-    generation: int
-    status: str
-
-
-@dataclass(frozen=True)
-class LossRow:
-    """A reported loss: what an actor acknowledged after snapshot ``version`` is gone."""
-
-    actor: str
-    generation: int
-    version: int
-    reason: str
-    requests: tuple[str, ...]
-    known: bool
-    at_unix: float
-
-
 class StateDB:
     """The SQLite database at ``path`` (created 0600; WAL; synchronous=FULL)."""
 
@@ -141,11 +106,14 @@ class StateDB:
     # ------------------------------------------------------------ actors
 
     def add_actor(self, actor: str, template: str) -> None:
-        """Record a new actor."""
-        self.conn.execute(
-            "INSERT INTO actors (id, template, generation, created_unix) VALUES (?,?,0,?)",
-            (actor, template, time.time()),
-        )
+        """Record a new actor (:class:`ActorExists` if its id is taken)."""
+        try:
+            self.conn.execute(
+                "INSERT INTO actors (id, template, generation, created_unix) VALUES (?,?,0,?)",
+                (actor, template, time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise ActorExists(f"actor {actor!r} already exists") from None
 
     def actors(self) -> list[ActorRow]:
         """Every actor, in creation order."""

@@ -46,18 +46,14 @@ from backends.gvisor.probe import wait_ready
 from backends.gvisor.proc import CommandError
 from backends.gvisor.rootfs import make_rootfs
 from backends.gvisor.runsc import Runsc
-from backends.local.db import LossRow, StateDB
+from backends.local.db import StateDB
 from backends.local.failpoints import failpoint
 from backends.local.lock import DirectoryLock
 from backends.local.recovery import RecoveryReport, recover
 from backends.local.statedir import open_state_dir
-from backends.local.store import (
-    SnapshotStore,
-    SnapshotUnusable,
-    StaleGeneration,
-    write_requests,
-)
+from backends.local.store import SnapshotStore, SnapshotUnusable, write_requests
 from backends.manifest import Snapshot
+from backends.state import LossRow, StaleGeneration
 from control.controller import Controller
 from control.messages import (
     Abandon,

@@ -34,8 +34,9 @@ from backends.gvisor.names import WorkerNames
 from backends.gvisor.probe import wait_idle, wait_ready
 from backends.gvisor.proc import CommandError
 from backends.gvisor.runsc import Runsc
-from backends.local.db import SandboxRow, StateDB
+from backends.local.db import StateDB
 from backends.local.store import PendingCheckpoint, SnapshotStore, wait_for_writer
+from backends.state import SandboxRow
 
 log = logging.getLogger("actormux.local")
 SETTLE_TIMEOUT_S = 60.0  # how long a sandbox may stay "creating" (an orphaned restore)

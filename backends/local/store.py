@@ -45,6 +45,7 @@ from pathlib import Path
 from backends import manifest
 from backends.gvisor.names import check_actor_id
 from backends.manifest import MANIFEST, Snapshot, fsync_path, image_files
+from backends.state import StaleGeneration
 
 COMPLETE = ".complete"  # written by the checkpoint wrapper iff runsc succeeded
 REQUESTS = ".requests.json"  # written before runsc: the acknowledged requests it holds
@@ -67,10 +68,6 @@ class SnapshotUnusable(RuntimeError):  # noqa: N818 - a verdict, not an error to
                 f"acknowledged after it is lost unless v{version} is repaired"
             )
         super().__init__(f"snapshot v{version} of {actor} is unusable: {problem}; {lost}")
-
-
-class StaleGeneration(RuntimeError):  # noqa: N818
-    """A checkpoint of an activation that is no longer the actor's newest (fenced)."""
 
 
 @dataclass(frozen=True)
