@@ -7,14 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,52 @@ def stop(proc: subprocess.Popen, timeout: float = 180) -> str:
         out, _ = proc.communicate()
         raise AssertionError(f"serve did not stop in {timeout} s:\n{out[-3000:]}") from None
     return out
+
+
+AGENT_TOKEN = "agent-test-token-0123456789"
+
+
+def start_agent(
+    worker: int, log_dir: Path, options: dict | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m backends.agent`` for worker ``worker`` of the test instance;
+    its process and base URL once it listens."""
+    token_file = log_dir / "agent.token"
+    token_file.write_text(AGENT_TOKEN)
+    token_file.chmod(0o600)
+    argv = [
+        sys.executable, "-m", "backends.agent", "--instance", str(INSTANCE),
+        "--worker", str(worker), "--runtime-dir", str(RUN_DIR / f"agent-w{worker}"),
+        "--runsc-root", str(RUN_DIR / "runsc"), "--token-file", str(token_file),
+        "--storage-options", json.dumps(options or {}),
+    ]  # fmt: skip
+    with (log_dir / f"agent-w{worker}.log").open("a") as log:
+        # Its own process group: a test can kill it with its runsc children, as a
+        # container's end kills every process in it.
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+                                start_new_session=True)  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "agent w0 listening on http://127.0.0.1:PORT"
+    if "listening on" not in line:
+        proc.kill()
+        raise AssertionError(f"agent did not start: {line!r}; see {log_dir}/agent-w{worker}.log")
+    return proc, line.split()[-1]
+
+
+def stop_agent(proc: subprocess.Popen) -> None:
+    """SIGTERM: the agent lets orders finish and removes its sandboxes."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+
+
+@contextmanager
+def agent(
+    worker: int, tmp_path: Path, options: dict | None = None
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """An agent (:func:`start_agent`) for the block; stopped (:func:`stop_agent`) after."""
+    proc, url = start_agent(worker, tmp_path, options)
+    try:
+        yield proc, url
+    finally:
+        stop_agent(proc)

@@ -11,16 +11,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
-from gvisor_harness import INSTANCE, ROOT, RUN_DIR
+from gvisor_harness import AGENT_TOKEN as TOKEN
+from gvisor_harness import INSTANCE, agent
 
 from backends.agent.api import Activate, Checkpoint, Outcome, Stop
 from backends.agent.client import AgentClient, AgentRefused
@@ -28,33 +26,6 @@ from backends.gvisor.httpclient import request
 from backends.gvisor.names import WorkerNames
 
 pytestmark = pytest.mark.usefixtures("gvisor")
-TOKEN = "agent-test-token-0123456789"
-
-
-@contextmanager
-def agent(worker: int, tmp_path: Path, options: dict | None = None) -> Iterator[tuple]:
-    """``python -m backends.agent`` for worker ``worker`` of the test instance; yields
-    (process, base URL); SIGTERM at the end (it removes its sandboxes)."""
-    token_file = tmp_path / "agent.token"
-    token_file.write_text(TOKEN)
-    token_file.chmod(0o600)
-    argv = [
-        sys.executable, "-m", "backends.agent", "--instance", str(INSTANCE),
-        "--worker", str(worker), "--runtime-dir", str(RUN_DIR / f"agent-w{worker}"),
-        "--runsc-root", str(RUN_DIR / "runsc"), "--token-file", str(token_file),
-        "--storage-options", json.dumps(options or {}),
-    ]  # fmt: skip
-    log = (tmp_path / f"agent-w{worker}.log").open("a")
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        line = proc.stdout.readline()  # "agent w0 listening on http://127.0.0.1:PORT"
-        assert "listening on" in line, f"agent did not start: {line!r}; see {log.name}"
-        yield proc, line.split()[-1]
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=120)
-        log.close()
 
 
 def kill9(proc: subprocess.Popen) -> None:
