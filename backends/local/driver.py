@@ -28,15 +28,13 @@ everything runs on one asyncio loop, so the controller is called from one thread
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import shutil
 import time
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from backends.controlplane import ControlPlane
 from backends.gvisor import firewall, netns, tcpstate
 from backends.gvisor.bundle import write_bundle
 from backends.gvisor.catalog import Template, default_templates
@@ -53,39 +51,24 @@ from backends.local.recovery import RecoveryReport, recover
 from backends.local.statedir import open_state_dir
 from backends.local.store import SnapshotStore, SnapshotUnusable, write_requests
 from backends.manifest import Snapshot
-from backends.state import LossRow, StaleGeneration
+from backends.state import StaleGeneration
 from control.controller import Controller
 from control.messages import (
-    Abandon,
     ActivationFinished,
     ActivationOutcome,
     ActorCreated,
-    ActorDeleted,
     AdminResult,
     Checkpoint,
     CheckpointFinished,
     CheckpointOutcome,
-    Command,
-    Correction,
-    DropActor,
-    Event,
-    Forward,
     Observed,
     ObservedSandbox,
     ObservedSnapshot,
     RecoverRequested,
-    Reject,
-    RequestArrived,
-    RequestFinished,
     Restore,
-    ResumeRequested,
-    RetireWorker,
     SandboxStopped,
-    SetTimer,
-    StateLost,
     StopSandbox,
     SuspendRequested,
-    TimerFired,
     WorkerAdded,
 )
 from control.model import ActorState
@@ -93,7 +76,6 @@ from control.model import ActorState
 log = logging.getLogger("actormux.local")
 NODE = "n0"  # one machine
 MIB = 1 << 20
-TIME_WAIT_S = 61.0  # netstack keeps a TIME_WAIT this long after the actor closed first
 DIRTY_SETTLE_S = 1.5  # after re-verifying an actor that saw a failed connection
 
 
@@ -119,35 +101,15 @@ class LocalSettings:
     resume_on_every_request: bool = False
 
 
-@dataclass
-class Admission:
-    """The controller's answer to a request, as the router receives it."""
-
-    request: int
-    decision: Forward | Reject
-    arrived_s: float
-    decided_s: float
-
-
-@dataclass
-class Records:
-    """Rows of the metrics tables (``control/metrics.py``) as the run goes."""
-
-    requests: list[tuple[Any, ...]] = field(default_factory=list)
-    activations: list[tuple[Any, ...]] = field(default_factory=list)
-    checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
-    samples: list[tuple[Any, ...]] = field(default_factory=list)
-    losses: list[LossRow] = field(default_factory=list)
-    # actor -> [(sandbox, alive from, alive until)]: the driver's own view of lifetimes
-    lifetimes: dict[str, list[list[Any]]] = field(default_factory=dict)
-
-
-class LocalBackend:
+class LocalBackend(ControlPlane):
     """Real gVisor actors on ``settings.workers`` worker slots of this machine."""
 
     def __init__(self, settings: LocalSettings, controller: Controller) -> None:
+        super().__init__(
+            controller, request_timeout_s=settings.request_timeout_s,
+            resume_on_every_request=settings.resume_on_every_request,
+        )  # fmt: skip
         self.settings = settings
-        self.ctl = controller
         self.workers = {
             w.worker_id: w
             for w in (WorkerNames(settings.instance, i) for i in range(settings.workers))
@@ -156,33 +118,15 @@ class LocalBackend:
         self.templates: dict[str, Template] = default_templates(
             settings.python, settings.actor_port, settings.agent_state_mb
         )
-        self.records = Records()
         self.recovery = RecoveryReport()
-        self.control_plane_calls = 0
         self.store: SnapshotStore
-        self.db: StateDB
+        self.state: StateDB
         self._locks: list[DirectoryLock] = []
-        self._t0 = time.monotonic()
-        self._ids = 0
-        self._waiting: dict[int, asyncio.Future[Forward | Reject]] = {}
         self._running: dict[str, str] = {}  # actor -> its serving sandbox
         self._sandboxes_of: dict[str, set[str]] = {}  # actor -> sandboxes maybe alive
-        self._acked: dict[str, list[str]] = {}  # actor -> requests acked since its snapshot
-        self._dirty: set[str] = set()  # actors that saw a failed connection since a probe
-        self._closed_first: dict[str, float] = {}  # actor -> until when its TIME_WAIT lasts
-        self._forwards: dict[tuple[str, int], set[asyncio.Future[Any]]] = {}
         self._sandbox_worker: dict[str, str] = {}  # sandbox -> the worker it ran on
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._loops: list[asyncio.Task[None]] = []
-        self._timers: set[asyncio.TimerHandle] = set()
-        self._opened = False
-        self._stopped = False  # closing: no new sandbox work, no timers
 
     # ------------------------------------------------------------ lifecycle
-
-    def now(self) -> float:
-        """Seconds since the backend started (monotonic)."""
-        return time.monotonic() - self._t0
 
     async def prepare(self) -> None:
         """Take the instance, recover from a crash, then namespaces, bundles, directories.
@@ -205,11 +149,11 @@ class LocalBackend:
         for d in (settings.runtime_dir / "bundles", settings.runtime_dir / "logs"):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = SnapshotStore(state_dir / "snapshots", keep=settings.keep_snapshots)
-        self.db = StateDB(state_dir / "state.sqlite")
+        self.state = StateDB(state_dir / "state.sqlite")
         self.recovery = await recover(
-            self.runsc, self.store, self.db, actor_port=settings.actor_port
+            self.runsc, self.store, self.state, actor_port=settings.actor_port
         )
-        self.records.losses.extend(self.db.losses())
+        self.records.losses.extend(self.state.losses())
         await asyncio.gather(*(netns.create(w) for w in self.workers.values()))
         await asyncio.to_thread(firewall.install, settings.instance, settings.actor_port)
         make_rootfs(settings.runtime_dir / "rootfs")
@@ -229,7 +173,7 @@ class LocalBackend:
     def open(self) -> None:
         """Hand the actors the database knows (with the store's snapshots) and the
         workers to the controller; start sampling and observing."""
-        for row in self.db.actors():
+        for row in self.state.actors():
             version = self.store.latest(row.id)
             size = self.store.size(row.id, version) if version else 0
             self._dispatch(ActorCreated(row.id, row.template, size, version, row.generation))
@@ -262,24 +206,13 @@ class LocalBackend:
             await self._kill(actor, sandbox)
         await asyncio.gather(*(netns.delete(w) for w in self.workers.values()))
         await asyncio.to_thread(firewall.remove, self.settings.instance)
-        if hasattr(self, "db"):
-            self.db.close()
+        if hasattr(self, "state"):
+            self.state.close()
         if not self.runsc.ids():  # nothing left in runsc's state: the run dir can go
             # Removed while its lock is still held: nobody can lock the old file after us.
             shutil.rmtree(self.settings.runtime_dir, ignore_errors=True)
         for lock in self._locks:
             lock.release()
-
-    async def _drain_tasks(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    async def _every(self, interval_s: float, step: Any) -> None:
-        while True:
-            result = step()
-            if asyncio.iscoroutine(result):
-                await result
-            await asyncio.sleep(interval_s)
 
     # ------------------------------------------------------------ actors
 
@@ -291,7 +224,7 @@ class LocalBackend:
         check_actor_id(actor)
         if template not in self.templates:
             raise ValueError(f"unknown template {template!r}; allowed: {sorted(self.templates)}")
-        if self.ctl.actor(actor) is not None or self.db.has_actor(actor):
+        if self.ctl.actor(actor) is not None or self.state.has_actor(actor):
             raise FileExistsError(f"actor {actor!r} already exists")
         if self.store.versions(actor):
             raise FileExistsError(f"snapshots of {actor!r} exist without an actor; delete them")
@@ -299,18 +232,9 @@ class LocalBackend:
         if golden is not None:
             size = self.store.link(actor, 1, *golden).bytes
             version = 1
-        self.db.add_actor(actor, template)
+        self.state.add_actor(actor, template)
         if self._opened:
             self._dispatch(ActorCreated(actor, template, size, version))
-
-    def admin(
-        self, event: SuspendRequested | ResumeRequested | ActorDeleted | RecoverRequested
-    ) -> AdminResult:
-        """Carry out an operator's request and return the controller's answer."""
-        for cmd in self._dispatch(event):
-            if isinstance(cmd, AdminResult):
-                return cmd
-        raise RuntimeError(f"no answer to {event!r}")  # pragma: no cover
 
     def recover_actor(self, actor: str, version: int) -> AdminResult:
         """An operator lets a failed actor go on from snapshot ``version`` (0: template);
@@ -373,131 +297,14 @@ class LocalBackend:
             await self.runsc.delete(sandbox, w.netns_path)
         return sealed, target
 
-    # ------------------------------------------------------------ requests (router)
-
-    async def admit(self, actor: str) -> Admission:
-        """Hand a request to the controller and wait for its decision."""
-        self._ids += 1
-        rid = self._ids
-        arrived = self.now()
-        future: asyncio.Future[Forward | Reject] = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = future
-        if self.settings.resume_on_every_request or not self.ctl.is_running(actor):
-            self.control_plane_calls += 1
-        self._dispatch(RequestArrived(rid, actor, arrived))
-        decided = self.now()
-        decision = await future
-        return Admission(rid, decision, arrived, decided)
-
-    def finished(self, rid: int) -> None:
-        """The router has the response and has closed the actor connection."""
-        self._dispatch(RequestFinished(rid))
-
-    def acknowledged(self, actor: str, generation: int, request_id: str) -> None:
-        """The router told a client that ``actor`` (activation ``generation``) did its
-        request: it is lost if that activation is lost before its next snapshot."""
-        current = self.ctl.actor(actor)
-        if current is not None and current.generation == generation:
-            self._acked.setdefault(actor, []).append(request_id)
-
-    def connection_failed(self, actor: str, *, actor_closed_first: bool = False) -> None:
-        """A connection to ``actor`` ended abnormally (the router reset it, or the actor
-        closed first): no checkpoint until it is verified again."""
-        self._dirty.add(actor)
-        if actor_closed_first:
-            self._closed_first[actor] = self.now() + TIME_WAIT_S
-
-    def track_forward(self, actor: str, generation: int, forward: asyncio.Future[Any]) -> None:
-        """A forward in flight to activation ``generation`` of ``actor``: cut if that
-        activation is declared lost (its sandbox died; it will never answer)."""
-        key = (actor, generation)
-        self._forwards.setdefault(key, set()).add(forward)
-
-        def done(_: asyncio.Future[Any]) -> None:
-            forwards = self._forwards.get(key)
-            if forwards is not None:
-                forwards.discard(forward)
-                if not forwards:
-                    del self._forwards[key]
-
-        forward.add_done_callback(done)
-
-    def record_request(
-        self, rid: int, actor: str, arrived: float, *, outcome: str, status: int,
-        activated: bool, cp: float, queue: float = 0.0, activation: float = 0.0,
-        service: float = 0.0,
-    ) -> None:  # fmt: skip
-        """One row of the requests table, as the router saw the request end."""
-        total = self.now() - arrived
-        self.records.requests.append(
-            (rid, actor, arrived, outcome, status, activated, cp, queue, activation, service, total)
-        )
-
     def address(self, worker: str) -> tuple[str, int]:
         """Where a worker's actor answers."""
         return self.workers[worker].actor_ip, self.settings.actor_port
 
     # ------------------------------------------------------------ commands
 
-    def _dispatch(self, event: Event) -> list[Command]:
-        cmds = self.ctl.handle(event, self.now())
-        for cmd in cmds:
-            if isinstance(cmd, Forward | Reject):
-                future = self._waiting.pop(cmd.request, None)
-                if future is not None and not future.done():
-                    future.set_result(cmd)
-            elif isinstance(cmd, StateLost):
-                self._record_loss(cmd.actor, cmd.generation, cmd.version, cmd.reason)
-                for forward in list(self._forwards.get((cmd.actor, cmd.generation), ())):
-                    forward.cancel()
-            elif isinstance(cmd, Correction):
-                log.warning("correction: %s %s: %s", cmd.actor, cmd.worker, cmd.detail)
-            elif isinstance(cmd, Abandon):
-                log.error("request %d to %s abandoned by the controller", cmd.request, cmd.actor)
-                self.connection_failed(cmd.actor)
-            elif self._stopped:
-                continue  # shutting down: the sandboxes are being removed wholesale
-            elif isinstance(cmd, SetTimer):
-                self._set_timer(cmd)
-            elif isinstance(cmd, Restore):
-                self._spawn(self._restore(cmd))
-            elif isinstance(cmd, Checkpoint):
-                self._spawn(self._checkpoint(cmd))
-            elif isinstance(cmd, StopSandbox):
-                self._spawn(self._stop_sandbox(cmd))
-            elif isinstance(cmd, DropActor):
-                self._spawn(self._drop(cmd.actor))
-            elif isinstance(cmd, RetireWorker):
-                self._spawn(netns.delete(self.workers.pop(cmd.worker)))
-            # AdminResult: returned to the caller of admin()
-        return cmds
-
-    def _report(self, event: Event) -> None:
-        """A completion from a background task (dropped while shutting down)."""
-        if not self._stopped:
-            self._dispatch(event)
-
-    def _set_timer(self, cmd: SetTimer) -> None:
-        loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle
-
-        def fire() -> None:
-            self._timers.discard(handle)
-            if not self._stopped:
-                self._dispatch(TimerFired(cmd.timer))
-
-        handle = loop.call_later(max(0.0, cmd.at - self.now()), fire)
-        self._timers.add(handle)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("backend task failed", exc_info=task.exception())
+    async def _retire_worker(self, worker: str) -> None:
+        await netns.delete(self.workers.pop(worker))
 
     # ------------------------------------------------------------ restore
 
@@ -521,8 +328,8 @@ class LocalBackend:
                 )  # fmt: skip
             elif not self._stopped:
                 await self._kill(cmd.actor, sandbox)
-            await self.db.offload(
-                self.db.activation, sandbox, actor=cmd.actor, worker=cmd.worker,
+            await self.state.offload(
+                self.state.activation, sandbox, actor=cmd.actor, worker=cmd.worker,
                 kind="cold" if cmd.cold else "restore", version=cmd.version,
                 outcome=str(outcome), seconds=seconds,
             )  # fmt: skip
@@ -535,8 +342,13 @@ class LocalBackend:
             return ActivationOutcome.FAILED, "actor no longer exists"
         await self._retire_older_sandboxes(cmd.actor)
         try:
-            await self.db.offload(
-                self.db.begin_activation, cmd.actor, cmd.generation, sandbox, w.worker_id, w.netns
+            await self.state.offload(
+                self.state.begin_activation,
+                cmd.actor,
+                cmd.generation,
+                sandbox,
+                w.worker_id,
+                w.netns,
             )
         except StaleGeneration as e:
             return ActivationOutcome.FAILED, str(e)
@@ -563,7 +375,7 @@ class LocalBackend:
             await self.runsc.restore(sandbox, image, bundle, w.netns_path, self._log(sandbox),
                                      started=crash_point)  # fmt: skip
         await self._probe(w, actor=cmd.actor, generation=cmd.generation)
-        await self.db.offload(self.db.sandbox_running, sandbox)
+        await self.state.offload(self.state.sandbox_running, sandbox)
         self._dirty.discard(cmd.actor)
         return ActivationOutcome.OK, ""
 
@@ -621,7 +433,7 @@ class LocalBackend:
         why_not = await self._why_not_checkpoint(cmd.actor, cmd.generation, sandbox, w)
         if why_not is not None:
             return CheckpointOutcome.DECLINED, why_not, 0
-        fence = await self.db.offload(self.db.generation, cmd.actor)
+        fence = await self.state.offload(self.state.generation, cmd.actor)
         if fence != cmd.generation:
             return CheckpointOutcome.LOST, f"generation {cmd.generation} is fenced by {fence}", 0
         await asyncio.sleep(self.settings.checkpoint_settle_s)  # the last FIN/ACK
@@ -708,7 +520,7 @@ class LocalBackend:
             # abandoned activation never served; a stray one is not the actor's), or its
             # loss is recorded already: the controller emits StateLost before this
             # StopSandbox, and the database's single writer keeps that order.
-            await self.db.offload(self.db.sandbox_stopping, sandbox)
+            await self.state.offload(self.state.sandbox_stopping, sandbox)
             await self._kill(cmd.actor, sandbox)
         finally:
             self._report(SandboxStopped(cmd.op))
@@ -738,38 +550,19 @@ class LocalBackend:
 
     async def _reap(self, actor: str, sandbox: str) -> None:
         """Remove a sandbox that is stopped or killed from runsc and the database."""
-        netns_name = await self.db.offload(self.db.netns_of, sandbox)
+        netns_name = await self.state.offload(self.state.netns_of, sandbox)
         if netns_name is not None:
             path = f"/var/run/netns/{netns_name}"
             await self.runsc.kill(sandbox, path)
             await self.runsc.delete(sandbox, path)
         if not await asyncio.to_thread(self.runsc.alive, sandbox):
             self._sandboxes_of.get(actor, set()).discard(sandbox)
-        await self.db.offload(self.db.sandbox_stopped, sandbox)
+        await self.state.offload(self.state.sandbox_stopped, sandbox)
 
     async def _drop(self, actor: str) -> None:
         await asyncio.to_thread(self.store.drop, actor)
-        await self.db.offload(self.db.delete_actor, actor)
+        await self.state.offload(self.state.delete_actor, actor)
         self._acked.pop(actor, None)
-
-    def _record_loss(
-        self, actor: str, generation: int, version: int, reason: str,
-        also: Sequence[str] = (), *, known: bool = True,
-    ) -> None:  # fmt: skip
-        """What ``actor`` acknowledged after snapshot ``version`` is gone: the requests of
-        its current activation, and ``also`` (those of snapshots dropped with it)."""
-        lost = (*also, *self._acked.pop(actor, ()))
-        row = LossRow(actor, generation, version, reason, lost, known, time.time())
-        self.records.losses.append(row)
-        log.error(
-            "%s: activation %d lost (%s); it goes on from v%d; %d acknowledged requests lost%s",
-            actor, generation, reason, version, len(lost), f": {list(lost)}" if lost else "",
-        )  # fmt: skip
-        self._spawn(
-            self.db.offload(
-                self.db.record_loss, actor, generation, version, reason, lost, known=known
-            )
-        )
 
     async def _probe(
         self, w: WorkerNames, *, actor: str = "", generation: int = 0,
@@ -829,14 +622,3 @@ class LocalBackend:
                 self.ctl.waiting_actors, self.ctl.open_requests, 0, 0, stored, stored, 0.0,
             )
         )  # fmt: skip
-
-    def double_activations(self) -> int:
-        """Times the driver itself had two sandboxes of one actor at once (the monitor,
-        ``monitor.py``, checks the same independently of the driver)."""
-        count = 0
-        for lives in self.records.lifetimes.values():
-            spans = sorted(
-                (start, end if end is not None else float("inf")) for _, start, end in lives
-            )
-            count += sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
-        return count

@@ -35,9 +35,9 @@ from typing import Any
 
 import h11
 
+from backends.controlplane import ControlPlane
 from backends.gvisor.httpclient import ActorHTTPError, request
 from backends.gvisor.names import BadActorId, actor_from_host
-from backends.local.driver import LocalBackend
 from control.messages import Reject
 
 log = logging.getLogger("actormux.router")
@@ -88,7 +88,7 @@ class _ClientError(Exception):
 class Router:
     """Serves the data plane for ``backend`` (see the module docstring)."""
 
-    def __init__(self, backend: LocalBackend, *, domain: str, limits: RouterLimits) -> None:
+    def __init__(self, backend: ControlPlane, *, domain: str, limits: RouterLimits) -> None:
         self.backend = backend
         self.domain = domain
         self.limits = limits
@@ -218,7 +218,8 @@ class Router:
     async def _body(
         self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float
     ) -> bytes:
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         while True:
             event = await self._next(conn, reader, deadline)
             if event is None:
@@ -312,7 +313,7 @@ class Router:
         forward = asyncio.ensure_future(
             request(
                 ip, port, method, target, headers=sent, body=body,
-                timeout=backend.settings.request_timeout_s,
+                timeout=backend.request_timeout_s,
             )
         )  # fmt: skip
         backend.track_forward(actor, decision.generation, forward)

@@ -1,0 +1,300 @@
+"""The part of a real backend that talks to the controller, whatever runs the workers.
+
+The same :class:`control.controller.Controller` as in the simulator decides. A real
+backend reports events to it with real (monotonic) timestamps and carries out its
+commands; this base class does everything that does not touch a sandbox: the router's
+side (admission, completions, acknowledged requests, connections that failed), timers,
+background tasks, losses and the metric records. A subclass carries out ``Restore``,
+``Checkpoint``, ``StopSandbox``, ``DropActor`` and ``RetireWorker`` on its workers:
+:class:`backends.local.driver.LocalBackend` with runsc in-process, and
+:class:`backends.fleet.driver.FleetBackend` through worker agents.
+
+Everything runs on one asyncio loop, so the controller is called from one thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.state import ControlState, LossRow
+from control.controller import Controller
+from control.messages import (
+    Abandon,
+    ActorDeleted,
+    AdminResult,
+    Checkpoint,
+    Command,
+    Correction,
+    DropActor,
+    Event,
+    Forward,
+    RecoverRequested,
+    Reject,
+    RequestArrived,
+    RequestFinished,
+    Restore,
+    ResumeRequested,
+    RetireWorker,
+    SetTimer,
+    StateLost,
+    StopSandbox,
+    SuspendRequested,
+    TimerFired,
+)
+
+log = logging.getLogger("actormux.controlplane")
+TIME_WAIT_S = 61.0  # netstack keeps a TIME_WAIT this long after the actor closed first
+
+
+@dataclass
+class Admission:
+    """The controller's answer to a request, as the router receives it."""
+
+    request: int
+    decision: Forward | Reject
+    arrived_s: float
+    decided_s: float
+
+
+@dataclass
+class Records:
+    """Rows of the metrics tables (``control/metrics.py``) as the run goes."""
+
+    requests: list[tuple[Any, ...]] = field(default_factory=list)
+    activations: list[tuple[Any, ...]] = field(default_factory=list)
+    checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
+    samples: list[tuple[Any, ...]] = field(default_factory=list)
+    losses: list[LossRow] = field(default_factory=list)
+    # actor -> [(sandbox, alive from, alive until)]: the driver's own view of lifetimes
+    lifetimes: dict[str, list[list[Any]]] = field(default_factory=dict)
+
+
+class ControlPlane:
+    """The controller's side of a real backend (see the module docstring)."""
+
+    state: ControlState  # set by the subclass when it opens its state
+
+    def __init__(
+        self, controller: Controller, *, request_timeout_s: float,
+        resume_on_every_request: bool = False,
+    ) -> None:  # fmt: skip
+        self.ctl = controller
+        self.request_timeout_s = request_timeout_s
+        self.resume_on_every_request = resume_on_every_request
+        self.records = Records()
+        self.control_plane_calls = 0
+        self._t0 = time.monotonic()
+        self._ids = 0
+        self._waiting: dict[int, asyncio.Future[Forward | Reject]] = {}
+        self._acked: dict[str, list[str]] = {}  # actor -> requests acked since its snapshot
+        self._dirty: set[str] = set()  # actors that saw a failed connection since a probe
+        self._closed_first: dict[str, float] = {}  # actor -> until when its TIME_WAIT lasts
+        self._forwards: dict[tuple[str, int], set[asyncio.Future[Any]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._opened = False
+        self._stopped = False  # closing: no new sandbox work, no timers
+
+    def now(self) -> float:
+        """Seconds since the backend started (monotonic)."""
+        return time.monotonic() - self._t0
+
+    # ------------------------------------------------------------ what a subclass does
+
+    def address(self, worker: str) -> tuple[str, int]:
+        """Where a worker's actor answers."""
+        raise NotImplementedError
+
+    async def _restore(self, cmd: Restore) -> None:
+        raise NotImplementedError
+
+    async def _checkpoint(self, cmd: Checkpoint) -> None:
+        raise NotImplementedError
+
+    async def _stop_sandbox(self, cmd: StopSandbox) -> None:
+        raise NotImplementedError
+
+    async def _drop(self, actor: str) -> None:
+        raise NotImplementedError
+
+    async def _retire_worker(self, worker: str) -> None:
+        raise NotImplementedError
+
+    def admin(
+        self, event: SuspendRequested | ResumeRequested | ActorDeleted | RecoverRequested
+    ) -> AdminResult:
+        """Carry out an operator's request and return the controller's answer."""
+        for cmd in self._dispatch(event):
+            if isinstance(cmd, AdminResult):
+                return cmd
+        raise RuntimeError(f"no answer to {event!r}")  # pragma: no cover
+
+    # ------------------------------------------------------------ requests (router)
+
+    async def admit(self, actor: str) -> Admission:
+        """Hand a request to the controller and wait for its decision."""
+        self._ids += 1
+        rid = self._ids
+        arrived = self.now()
+        future: asyncio.Future[Forward | Reject] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        if self.resume_on_every_request or not self.ctl.is_running(actor):
+            self.control_plane_calls += 1
+        self._dispatch(RequestArrived(rid, actor, arrived))
+        decided = self.now()
+        decision = await future
+        return Admission(rid, decision, arrived, decided)
+
+    def finished(self, rid: int) -> None:
+        """The router has the response and has closed the actor connection."""
+        self._dispatch(RequestFinished(rid))
+
+    def acknowledged(self, actor: str, generation: int, request_id: str) -> None:
+        """The router told a client that ``actor`` (activation ``generation``) did its
+        request: it is lost if that activation is lost before its next snapshot."""
+        current = self.ctl.actor(actor)
+        if current is not None and current.generation == generation:
+            self._acked.setdefault(actor, []).append(request_id)
+
+    def connection_failed(self, actor: str, *, actor_closed_first: bool = False) -> None:
+        """A connection to ``actor`` ended abnormally (the router reset it, or the actor
+        closed first): no checkpoint until it is verified again."""
+        self._dirty.add(actor)
+        if actor_closed_first:
+            self._closed_first[actor] = self.now() + TIME_WAIT_S
+
+    def track_forward(self, actor: str, generation: int, forward: asyncio.Future[Any]) -> None:
+        """A forward in flight to activation ``generation`` of ``actor``: cut if that
+        activation is declared lost (its sandbox died; it will never answer)."""
+        key = (actor, generation)
+        self._forwards.setdefault(key, set()).add(forward)
+
+        def done(_: asyncio.Future[Any]) -> None:
+            forwards = self._forwards.get(key)
+            if forwards is not None:
+                forwards.discard(forward)
+                if not forwards:
+                    del self._forwards[key]
+
+        forward.add_done_callback(done)
+
+    def record_request(
+        self, rid: int, actor: str, arrived: float, *, outcome: str, status: int,
+        activated: bool, cp: float, queue: float = 0.0, activation: float = 0.0,
+        service: float = 0.0,
+    ) -> None:  # fmt: skip
+        """One row of the requests table, as the router saw the request end."""
+        total = self.now() - arrived
+        self.records.requests.append(
+            (rid, actor, arrived, outcome, status, activated, cp, queue, activation, service, total)
+        )
+
+    # ------------------------------------------------------------ commands
+
+    def _dispatch(self, event: Event) -> list[Command]:
+        cmds = self.ctl.handle(event, self.now())
+        for cmd in cmds:
+            if isinstance(cmd, Forward | Reject):
+                future = self._waiting.pop(cmd.request, None)
+                if future is not None and not future.done():
+                    future.set_result(cmd)
+            elif isinstance(cmd, StateLost):
+                self._record_loss(cmd.actor, cmd.generation, cmd.version, cmd.reason)
+                for forward in list(self._forwards.get((cmd.actor, cmd.generation), ())):
+                    forward.cancel()
+            elif isinstance(cmd, Correction):
+                log.warning("correction: %s %s: %s", cmd.actor, cmd.worker, cmd.detail)
+            elif isinstance(cmd, Abandon):
+                log.error("request %d to %s abandoned by the controller", cmd.request, cmd.actor)
+                self.connection_failed(cmd.actor)
+            elif self._stopped:
+                continue  # shutting down: the sandboxes are being removed wholesale
+            elif isinstance(cmd, SetTimer):
+                self._set_timer(cmd)
+            elif isinstance(cmd, Restore):
+                self._spawn(self._restore(cmd))
+            elif isinstance(cmd, Checkpoint):
+                self._spawn(self._checkpoint(cmd))
+            elif isinstance(cmd, StopSandbox):
+                self._spawn(self._stop_sandbox(cmd))
+            elif isinstance(cmd, DropActor):
+                self._spawn(self._drop(cmd.actor))
+            elif isinstance(cmd, RetireWorker):
+                self._spawn(self._retire_worker(cmd.worker))
+            # AdminResult: returned to the caller of admin()
+        return cmds
+
+    def _report(self, event: Event) -> None:
+        """A completion from a background task (dropped while shutting down)."""
+        if not self._stopped:
+            self._dispatch(event)
+
+    def _set_timer(self, cmd: SetTimer) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            if not self._stopped:
+                self._dispatch(TimerFired(cmd.timer))
+
+        handle = loop.call_later(max(0.0, cmd.at - self.now()), fire)
+        self._timers.add(handle)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("backend task failed", exc_info=task.exception())
+
+    async def _drain_tasks(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _every(self, interval_s: float, step: Any) -> None:
+        while True:
+            result = step()
+            if asyncio.iscoroutine(result):
+                await result
+            await asyncio.sleep(interval_s)
+
+    def _record_loss(
+        self, actor: str, generation: int, version: int, reason: str,
+        also: Sequence[str] = (), *, known: bool = True,
+    ) -> None:  # fmt: skip
+        """What ``actor`` acknowledged after snapshot ``version`` is gone: the requests of
+        its current activation, and ``also`` (those of snapshots dropped with it)."""
+        lost = (*also, *self._acked.pop(actor, ()))
+        row = LossRow(actor, generation, version, reason, lost, known, time.time())
+        self.records.losses.append(row)
+        log.error(
+            "%s: activation %d lost (%s); it goes on from v%d; %d acknowledged requests lost%s",
+            actor, generation, reason, version, len(lost), f": {list(lost)}" if lost else "",
+        )  # fmt: skip
+        self._spawn(
+            self.state.offload(
+                self.state.record_loss, actor, generation, version, reason, lost, known=known
+            )
+        )
+
+    def double_activations(self) -> int:
+        """Times the driver itself had two sandboxes of one actor at once (the monitor,
+        ``monitor.py``, checks the same independently of the driver)."""
+        count = 0
+        for lives in self.records.lifetimes.values():
+            spans = sorted(
+                (start, end if end is not None else float("inf")) for _, start, end in lives
+            )
+            count += sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
+        return count
