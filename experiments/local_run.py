@@ -33,7 +33,7 @@ import pandas as pd
 
 from backends.gvisor.catalog import agent_template_name
 from backends.local.cleanup import cleanup
-from backends.local.driver import LocalBackend, LocalSettings
+from backends.local.driver import LocalSettings
 from backends.local.monitor import MonitorProcess
 from backends.local.router import Router
 from backends.local.settings import LocalConfig
@@ -203,7 +203,7 @@ class LocalOutput:
 async def _run(
     spec: RunSpec, lc: LocalConfig, plan: Plan, out_dir: Path
 ) -> tuple[RunOutput, LocustRun, Verification, np.ndarray]:
-    backend = LocalBackend(lc.settings, spec.make_controller(lc.recovery(spec.recovery)))
+    backend = lc.make_backend(spec.make_controller(lc.recovery(spec.recovery)))
     router = Router(backend, domain=lc.actor_domain, limits=lc.router)
     monitor: MonitorProcess | None = None
     started_wall = time.perf_counter()

@@ -21,7 +21,6 @@ from omegaconf import DictConfig
 
 from backends.local.admin import admin_app
 from backends.local.db import StateDBError
-from backends.local.driver import LocalBackend
 from backends.local.lock import InstanceBusy
 from backends.local.router import Router
 from backends.local.settings import LocalConfig
@@ -53,7 +52,7 @@ async def start_site(app: web.Application, port: int) -> web.AppRunner:
 
 async def serve(spec: RunSpec, lc: LocalConfig) -> None:
     """Run until SIGINT or SIGTERM, then save running actors and tear down."""
-    backend = LocalBackend(lc.settings, spec.make_controller(lc.recovery(spec.recovery)))
+    backend = lc.make_backend(spec.make_controller(lc.recovery(spec.recovery)))
     runners: list[web.AppRunner] = []
     router = Router(backend, domain=lc.actor_domain, limits=lc.router)
     try:

@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from backends.local.admin import admin_app
+from backends.local.agents import AgentLocalBackend
 from backends.local.driver import LocalBackend, LocalSettings
 from backends.local.router import Router, RouterLimits
 from control.controller import Controller, RecoverySettings
@@ -85,7 +86,8 @@ async def harness(
         LruPlacement(), suspension or Lazy(), QueueWithDeadline(20.0), router_timeout_s=30.0,
         recovery=recovery or RecoverySettings(forward_deadline_s=90.0),
     )  # fmt: skip
-    backend = LocalBackend(settings, controller)
+    backend_class = AgentLocalBackend if settings.worker_agents else LocalBackend
+    backend = backend_class(settings, controller)
     for template in extra_templates:
         backend.templates[template.name] = template
     router = Router(

@@ -33,9 +33,13 @@ from gvisor_harness import (
     wait_until,
 )
 
+from backends.gvisor.runsc import process_alive
 from backends.local.cleanup import leftovers
 
 pytestmark = pytest.mark.usefixtures("gvisor")
+
+
+WORKER_AGENTS = {False: (), True: ("backend.worker_agents=true",)}
 
 
 class Serve:
@@ -128,12 +132,16 @@ def test_kill_9_of_serve_during_a_restore_loses_no_acknowledged_update(tmp_path)
         serve.stop()
 
 
-def test_kill_9_of_serve_mid_request_then_the_restart_saves_the_sandbox(tmp_path):
+@pytest.mark.parametrize("agents", [False, True], ids=["in_process", "worker_agents"])
+def test_kill_9_of_serve_mid_request_then_the_restart_saves_the_sandbox(tmp_path, agents):
     """Found by the soak: serve dies while an actor is still answering; the kernel
     half-closes serve's connection, and the restart's checkpoint of that sandbox failed
     on it ("encoding error at object tcp.endpoint") and destroyed the sandbox with
-    every update it held. Recovery now resets such connections and waits first."""
-    serve = Serve(tmp_path).start()
+    every update it held. Recovery now resets such connections and waits first. With
+    worker agents, the agents die with serve (and the sandboxes outlive them)."""
+    serve = Serve(tmp_path, *WORKER_AGENTS[agents]).start()
+    agent_pids = [int(p.read_text()) for p in (RUN_DIR / "agents").glob("w*.pid")]
+    assert len(agent_pids) == (2 if agents else 0)
     try:
         assert admin(serve.admin_port, "create", "k1").returncode == 0
         counts_after_increments(serve, "k1", 3)
@@ -144,6 +152,8 @@ def test_kill_9_of_serve_mid_request_then_the_restart_saves_the_sandbox(tmp_path
         time.sleep(1.0)
     finally:
         serve.kill()
+    wait_until(lambda: not any(process_alive(pid) for pid in agent_pids), timeout=10,
+               what="the agents to die with serve")  # fmt: skip
     serve.start()
     try:
         assert serve.admin("losses") == []  # saved, not destroyed
@@ -161,10 +171,11 @@ def status_of_slow(port: int, actor: str) -> None:
     ("damage", "problem"),
     [("corrupt", "does not match its sha256"), ("truncate", "truncated?")],
 )
+@pytest.mark.parametrize("agents", [False, True], ids=["in_process", "worker_agents"])
 def test_a_damaged_snapshot_is_detected_before_restore_and_reported_precisely(
-    tmp_path, damage, problem
+    tmp_path, damage, problem, agents
 ):
-    serve = Serve(tmp_path).start()
+    serve = Serve(tmp_path, *WORKER_AGENTS[agents]).start()
     try:
         assert admin(serve.admin_port, "create", "c1").returncode == 0
         counts_after_increments(serve, "c1", 2)

@@ -99,6 +99,7 @@ class LocalSettings:
     keep_snapshots: int = 2  # newest versions kept per actor (the previous one for repair)
     runsc: str = "runsc"
     resume_on_every_request: bool = False
+    worker_agents: bool = False  # run each worker through a worker agent process
 
 
 class LocalBackend(ControlPlane):
@@ -150,6 +151,7 @@ class LocalBackend(ControlPlane):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = SnapshotStore(state_dir / "snapshots", keep=settings.keep_snapshots)
         self.state = StateDB(state_dir / "state.sqlite")
+        await self._before_recovery()
         self.recovery = await recover(
             self.runsc, self.store, self.state, actor_port=settings.actor_port
         )
@@ -160,6 +162,13 @@ class LocalBackend(ControlPlane):
         for w in self.workers.values():
             for t in self.templates.values():
                 self.write_bundle(t, w)
+        await self._start_workers()
+
+    async def _before_recovery(self) -> None:
+        """Before recovery reads runsc's state: nothing else may be changing it."""
+
+    async def _start_workers(self) -> None:
+        """Start whatever runs the workers (runsc runs in-process: nothing to start)."""
 
     def write_bundle(self, template: Template, w: WorkerNames) -> Path:
         """The OCI bundle that runs ``template`` on worker ``w`` (minimal root, nobody)."""
@@ -204,6 +213,7 @@ class LocalBackend(ControlPlane):
         await self._drain_tasks()
         for actor, sandbox in list(self._running.items()):
             await self._kill(actor, sandbox)
+        await self._close_workers()
         await asyncio.gather(*(netns.delete(w) for w in self.workers.values()))
         await asyncio.to_thread(firewall.remove, self.settings.instance)
         if hasattr(self, "state"):
@@ -213,6 +223,9 @@ class LocalBackend(ControlPlane):
             shutil.rmtree(self.settings.runtime_dir, ignore_errors=True)
         for lock in self._locks:
             lock.release()
+
+    async def _close_workers(self) -> None:
+        """Whatever runs the workers stops (nothing to stop when runsc runs in-process)."""
 
     # ------------------------------------------------------------ actors
 
@@ -355,6 +368,18 @@ class LocalBackend(ControlPlane):
         self._sandboxes_of.setdefault(cmd.actor, set()).add(sandbox)
         self._sandbox_worker[sandbox] = w.worker_id
         self.records.lifetimes.setdefault(cmd.actor, []).append([sandbox, self.now(), None])
+        failed = await self._start_sandbox(cmd, sandbox, w, actor.template)
+        if failed is not None:
+            return failed
+        await self.state.offload(self.state.sandbox_running, sandbox)
+        self._dirty.discard(cmd.actor)
+        return ActivationOutcome.OK, ""
+
+    async def _start_sandbox(
+        self, cmd: Restore, sandbox: str, w: WorkerNames, template: str
+    ) -> tuple[ActivationOutcome, str] | None:
+        """Start the sandbox (cold, or restored from the checked snapshot) and wait until
+        it answers as its generation; None when it does, else why not."""
         if not cmd.cold:
             try:
                 await asyncio.to_thread(self.store.verify, cmd.actor, cmd.version)
@@ -362,7 +387,7 @@ class LocalBackend(ControlPlane):
                 log.error("%s", e)
                 return ActivationOutcome.UNUSABLE, str(e)
         await netns.restore_address(w)
-        bundle = self._bundle(actor.template, w)
+        bundle = self._bundle(template, w)
 
         def crash_point() -> None:
             failpoint("restore.runsc_started")
@@ -375,9 +400,7 @@ class LocalBackend(ControlPlane):
             await self.runsc.restore(sandbox, image, bundle, w.netns_path, self._log(sandbox),
                                      started=crash_point)  # fmt: skip
         await self._probe(w, actor=cmd.actor, generation=cmd.generation)
-        await self.state.offload(self.state.sandbox_running, sandbox)
-        self._dirty.discard(cmd.actor)
-        return ActivationOutcome.OK, ""
+        return None
 
     async def _retire_older_sandboxes(self, actor: str, wait_s: float = 5.0) -> None:
         """No two sandboxes of one actor may be alive at once: any older one still alive
@@ -438,6 +461,12 @@ class LocalBackend(ControlPlane):
             return CheckpointOutcome.LOST, f"generation {cmd.generation} is fenced by {fence}", 0
         await asyncio.sleep(self.settings.checkpoint_settle_s)  # the last FIN/ACK
         self.control_plane_calls += 1  # the Suspend call
+        return await self._take_checkpoint(cmd, sandbox, w)
+
+    async def _take_checkpoint(
+        self, cmd: Checkpoint, sandbox: str, w: WorkerNames
+    ) -> tuple[CheckpointOutcome, str, int]:
+        """Checkpoint ``sandbox`` and commit the snapshot (the checks are done)."""
         tmp = self.store.begin(cmd.actor, cmd.version, cmd.generation)
         write_requests(tmp, tuple(self._acked.get(cmd.actor, ())))
         try:

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from backends.gvisor.names import MAX_INSTANCE
-from backends.local.driver import LocalSettings
+from backends.local.agents import AgentLocalBackend
+from backends.local.driver import LocalBackend, LocalSettings
 from backends.local.router import RouterLimits
+from control.controller import Controller
 from control.recovery import RecoverySettings
 
 RUN_BASE = Path("/run/actormux")
@@ -40,6 +42,13 @@ class LocalConfig:
                          self.settings.activation_timeout_s + 10.0)  # fmt: skip
         return replace(configured, forward_deadline_s=forward, activation_deadline_s=activation)
 
+    def make_backend(self, controller: Controller) -> LocalBackend:
+        """The backend: runsc in this process, or one worker agent process per worker
+        (``backend.worker_agents``)."""
+        if self.settings.worker_agents:
+            return AgentLocalBackend(self.settings, controller)
+        return LocalBackend(self.settings, controller)
+
 
 def _int(cfg: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
     value = cfg.get(key)
@@ -57,6 +66,13 @@ def _sizes(cfg: Mapping[str, Any], key: str) -> int | tuple[int, ...]:
     if not sizes or len(set(sizes)) != len(sizes):
         raise ValueError(f"backend.{key}: a list of sizes must be non-empty and distinct")
     return sizes
+
+
+def _bool(cfg: Mapping[str, Any], key: str) -> bool:
+    value = cfg.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"backend.{key}: must be true or false (got {value!r})")
+    return value
 
 
 def _pos(cfg: Mapping[str, Any], key: str) -> float:
@@ -93,6 +109,7 @@ def local_config(
         snapshot_reserve_mb=_int(cfg, "snapshot_reserve_mb", 0, 1 << 20),
         keep_snapshots=_int(cfg, "keep_snapshots", 1, 1000),
         resume_on_every_request=resume_on_every_request,
+        worker_agents=_bool(cfg, "worker_agents"),
     )
     return LocalConfig(
         settings=settings,

@@ -284,6 +284,17 @@ class SnapshotStore:
         os.rename(part, directory / MANIFEST)
         fsync_path(directory)
 
+    def record_published(self, actor: str, version: int) -> Snapshot:
+        """Index ``version`` of ``actor``, committed into this store's layout by another
+        writer (a worker agent publishing to ``file://``, which commits by the same
+        rename), then prune as :meth:`commit` does."""
+        snapshot = self._read_manifest(actor, version)
+        if snapshot is None or (snapshot.actor, snapshot.version) != (actor, version):
+            raise SnapshotUnusable(actor, version, "no matching manifest was published", None)
+        self._index.setdefault(actor, {})[version] = snapshot.bytes
+        self._prune(actor)
+        return snapshot
+
     def _prune(self, actor: str) -> None:
         versions = self.versions(actor)
         for old in versions[: max(0, len(versions) - self.keep)]:

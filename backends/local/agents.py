@@ -1,0 +1,272 @@
+"""The local backend with its workers run by worker agents, as a cluster runs them.
+
+:class:`AgentLocalBackend` is :class:`backends.local.driver.LocalBackend` (same
+controller, state, snapshot store, recovery, router) except that what happens on a
+worker goes through that worker's agent (``backends/agent``), one ``python -m
+backends.agent`` process per worker namespace, over HTTP with a bearer token:
+
+* activation: an ``Activate`` order (cold, or from the snapshot's ``file://`` URI; the
+  agent checks the snapshot against its manifest, restores, probes ``/healthz``);
+* checkpoint: after the driver's own checks (TIME_WAIT, an actor that saw a failed
+  connection, the generation fence), a ``Checkpoint`` order; the agent checks the
+  connections and its scratch space, checkpoints and publishes into the store's layout
+  (commit by one rename, manifest naming the acknowledged requests), then the store
+  indexes it;
+* stopping a sandbox: a ``Stop`` order;
+* observed state: each agent's report of what runs on its worker.
+
+Every order carries an operation id, ``<run>-<controller op>``: a retried order is
+carried out once. The agents share runsc's state directory with the driver, so crash
+recovery (``recovery.py``), ``actormux cleanup`` and the double-activation monitor see
+their sandboxes exactly as they see the in-process backend's; the driver still kills a
+sandbox by its id through runsc if its agent cannot be reached (this machine is the
+node). Agents die with the backend process (``PR_SET_PDEATHSIG``) and are killed by
+the pid files they leave if they outlive it anyway; a restarted backend recovers the
+sandboxes they leave behind as it does its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from backends.agent.api import Activate, Outcome, Stop
+from backends.agent.api import Checkpoint as CheckpointOrder
+from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable
+from backends.gvisor.names import WorkerNames, parse_sandbox_id
+from backends.local.driver import LocalBackend, LocalSettings
+from backends.local.store import SnapshotUnusable
+from control.controller import Controller
+from control.messages import (
+    ActivationOutcome,
+    Checkpoint,
+    CheckpointOutcome,
+    Observed,
+    ObservedSandbox,
+    ObservedSnapshot,
+    Restore,
+)
+
+log = logging.getLogger("actormux.local.agents")
+PR_SET_PDEATHSIG = 1
+AGENT_START_S = 60.0  # an agent that does not listen by then failed to start
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class AgentProcess:
+    """One worker's agent: its process and client."""
+
+    worker: WorkerNames
+    proc: asyncio.subprocess.Process
+    client: AgentClient
+    pid_file: Path
+
+
+class AgentLocalBackend(LocalBackend):
+    """The local backend, its workers run by worker agent processes."""
+
+    def __init__(self, settings: LocalSettings, controller: Controller) -> None:
+        super().__init__(settings, controller)
+        self.agents: dict[str, AgentProcess] = {}
+        self._run = secrets.token_hex(4)  # op ids of this run never repeat an earlier one
+        self._extra_ops = itertools.count(1)
+
+    # ------------------------------------------------------------ agent processes
+
+    @property
+    def _agents_dir(self) -> Path:
+        return self.settings.runtime_dir / "agents"
+
+    async def _before_recovery(self) -> None:
+        """Agents of an earlier run that outlived it are killed (by their pid files,
+        each checked to be that agent) before recovery reads runsc's state."""
+        if not self._agents_dir.is_dir():
+            return
+        for pid_file in self._agents_dir.glob("w*.pid"):
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(pid_file.read_text())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                worker = pid_file.stem.removeprefix("w")
+                if b"backends.agent" in cmdline and self._ours(cmdline, worker):
+                    log.warning("killing agent w%s (pid %d) left by an earlier run", worker, pid)
+                    os.kill(pid, signal.SIGKILL)
+            pid_file.unlink(missing_ok=True)
+
+    def _ours(self, cmdline: list[bytes], worker: str) -> bool:
+        args = [a.decode(errors="replace") for a in cmdline]
+        pairs = dict(itertools.pairwise(args))
+        return pairs.get("--instance") == str(self.settings.instance) and (
+            pairs.get("--worker") == worker
+        )
+
+    async def _start_workers(self) -> None:
+        settings = self.settings
+        self._agents_dir.mkdir(mode=0o700, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        token_file = self._agents_dir / "token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(token)
+        sizes = settings.agent_state_mb
+        started = await asyncio.gather(
+            *(self._start_agent(w, token_file, token, sizes) for w in self.workers.values()),
+            return_exceptions=True,
+        )
+        failed = [e for e in started if isinstance(e, BaseException)]
+        if failed:
+            await self._close_workers()
+            raise RuntimeError(f"{len(failed)} worker agents did not start: {failed[0]}")
+
+    async def _start_agent(
+        self, w: WorkerNames, token_file: Path, token: str, sizes: int | tuple[int, ...]
+    ) -> None:
+        settings = self.settings
+        index = w.worker_id.removeprefix("w")
+        state_mb = sizes if isinstance(sizes, tuple) else (sizes,)
+        argv = [
+            sys.executable, "-m", "backends.agent", "--instance", str(settings.instance),
+            "--worker", index, "--listen", "127.0.0.1:0",
+            "--runtime-dir", str(self._agents_dir / w.worker_id),
+            "--runsc-root", str(self.runsc.root), "--token-file", str(token_file),
+            "--python", settings.python, "--actor-port", str(settings.actor_port),
+            "--agent-state-mb", *(str(mb) for mb in state_mb),
+            "--activation-timeout-s", str(settings.activation_timeout_s),
+            "--runsc", settings.runsc, "--no-netns",
+        ]  # fmt: skip
+        log_path = settings.runtime_dir / "logs" / f"agent-{w.worker_id}.log"
+        with log_path.open("ab") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=log_file,
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        pid_file = self._agents_dir / f"{w.worker_id}.pid"
+        pid_file.write_text(f"{proc.pid}\n")
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), AGENT_START_S)
+        except TimeoutError:
+            proc.kill()
+            raise RuntimeError(f"agent {w.worker_id} did not start; see {log_path}") from None
+        text = line.decode(errors="replace")
+        if "listening on" not in text:
+            proc.kill()
+            raise RuntimeError(f"agent {w.worker_id} did not start: {text!r}; see {log_path}")
+        client = AgentClient(text.split()[-1], token, give_up_s=settings.activation_timeout_s)
+        self.agents[w.worker_id] = AgentProcess(w, proc, client, pid_file)
+
+    async def _close_workers(self) -> None:
+        """Stop every agent (SIGTERM: it finishes its orders and removes its sandboxes)."""
+        for agent in list(self.agents.values()):
+            await self._stop_agent(agent)
+
+    async def _stop_agent(self, agent: AgentProcess) -> None:
+        await agent.client.close()
+        if agent.proc.returncode is None:
+            agent.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(agent.proc.wait(), 120)
+            except TimeoutError:
+                agent.proc.kill()
+                await agent.proc.wait()
+        agent.pid_file.unlink(missing_ok=True)
+        self.agents.pop(agent.worker.worker_id, None)
+
+    async def _retire_worker(self, worker: str) -> None:
+        agent = self.agents.get(worker)
+        if agent is not None:
+            await self._stop_agent(agent)
+        await super()._retire_worker(worker)
+
+    # ------------------------------------------------------------ orders
+
+    def _op(self, name: str | int) -> str:
+        return f"{self._run}-{name}"
+
+    def _snapshot_uri(self, actor: str, version: int) -> str:
+        return self.store.path(actor, version).as_uri()
+
+    async def _start_sandbox(
+        self, cmd: Restore, sandbox: str, w: WorkerNames, template: str
+    ) -> tuple[ActivationOutcome, str] | None:
+        snapshot = None if cmd.cold else self._snapshot_uri(cmd.actor, cmd.version)
+        order = Activate(
+            self._op(cmd.op), cmd.actor, cmd.generation, template, snapshot, cmd.version
+        )
+        result = await self.agents[w.worker_id].client.order(order)
+        if result.outcome is Outcome.OK:
+            return None
+        if result.outcome is Outcome.UNUSABLE:
+            try:  # the store says precisely what is wrong and what is lost
+                await asyncio.to_thread(self.store.verify, cmd.actor, cmd.version)
+                reason = result.reason
+            except SnapshotUnusable as e:
+                reason = str(e)
+            log.error("%s (the agent: %s)", reason, result.reason)
+            return ActivationOutcome.UNUSABLE, reason
+        return ActivationOutcome.FAILED, f"{result.outcome}: {result.reason}"
+
+    async def _take_checkpoint(
+        self, cmd: Checkpoint, sandbox: str, w: WorkerNames
+    ) -> tuple[CheckpointOutcome, str, int]:
+        order = CheckpointOrder(
+            self._op(cmd.op), cmd.actor, cmd.generation, cmd.version,
+            self._snapshot_uri(cmd.actor, cmd.version), tuple(self._acked.get(cmd.actor, ())),
+        )  # fmt: skip
+        result = await self.agents[w.worker_id].client.order(order)
+        if result.outcome is Outcome.OK:
+            try:
+                await asyncio.to_thread(self.store.record_published, cmd.actor, cmd.version)
+            except SnapshotUnusable as e:  # the agent said ok, the store disagrees
+                return CheckpointOutcome.LOST, str(e), 0
+            return CheckpointOutcome.OK, "", result.bytes
+        if result.outcome is Outcome.DECLINED:
+            return CheckpointOutcome.DECLINED, result.reason, 0
+        return CheckpointOutcome.LOST, f"{result.outcome}: {result.reason}", 0
+
+    async def _kill(self, actor: str, sandbox: str) -> None:
+        """Stop the sandbox through its agent; then make sure, by id, that it is gone."""
+        worker = self._sandbox_worker.get(sandbox)
+        parsed = parse_sandbox_id(sandbox)
+        agent = self.agents.get(worker or "")
+        if agent is not None and parsed is not None:
+            try:
+                await agent.client.order(Stop(self._op(f"stop{next(self._extra_ops)}"),
+                                              actor, parsed[1]))  # fmt: skip
+            except (AgentUnreachable, AgentRefused) as e:
+                log.error("agent %s could not stop %s: %s", worker, sandbox, e)
+        await super()._kill(actor, sandbox)
+
+    # ------------------------------------------------------------ observed state
+
+    async def observe(self) -> None:
+        """Report what each agent says runs on its worker, and the committed snapshots;
+        nothing at all if any agent cannot say (a partial picture would mislead)."""
+        taken = self.now()
+        agents = list(self.agents.values())
+        try:
+            states = await asyncio.gather(*(a.client.state() for a in agents))
+        except (AgentUnreachable, AgentRefused) as e:
+            log.warning("observed state skipped: %s", e)
+            return
+        if self._stopped:
+            return
+        seen = tuple(
+            ObservedSandbox(view.actor, agent.worker.worker_id, view.generation)
+            for agent, state in zip(agents, states, strict=True)
+            for view in state.sandboxes
+        )
+        snapshots = tuple(ObservedSnapshot(a, self.store.latest(a)) for a in self.store.actors())
+        self._dispatch(Observed(taken, seen, snapshots))
