@@ -202,7 +202,7 @@ AGENT_TOKEN = "agent-test-token-0123456789"
 
 
 def start_agent(
-    worker: int, log_dir: Path, options: dict | None = None
+    worker: int, log_dir: Path, options: dict | None = None, *extra: str
 ) -> tuple[subprocess.Popen, str]:
     """Start ``python -m backends.agent`` for worker ``worker`` of the test instance;
     its process and base URL once it listens."""
@@ -213,7 +213,7 @@ def start_agent(
         sys.executable, "-m", "backends.agent", "--instance", str(INSTANCE),
         "--worker", str(worker), "--runtime-dir", str(RUN_DIR / f"agent-w{worker}"),
         "--runsc-root", str(RUN_DIR / "runsc"), "--token-file", str(token_file),
-        "--storage-options", json.dumps(options or {}),
+        "--storage-options", json.dumps(options or {}), *extra,
     ]  # fmt: skip
     with (log_dir / f"agent-w{worker}.log").open("a") as log:
         # Its own process group: a test can kill it with its runsc children, as a

@@ -7,7 +7,8 @@
 * the kubelet's part: for each pod, a real worker agent process (``python -m
   backends.agent``, real runsc) for worker ``i`` of the test instance; then the pod's
   status says Running, Ready, IP 127.0.0.1, and its ``actormux.dev/agent-port``
-  annotation where the agent listens (all agents share one IP here);
+  annotation where the agent listens (all agents share one IP here); with ``forward``,
+  each agent also forwards actor traffic (``--forward-listen``);
 * a pod deleted by someone else is treated as a lost node: its agent is killed (-9)
   and its sandboxes with it, by their container ids.
 """
@@ -47,10 +48,11 @@ class StandInKubelet:
 
     def __init__(
         self, apis: KubeAPIs, namespace: str, statefulset: str, log_dir: Path,
-        storage_options: dict | None = None,
+        storage_options: dict | None = None, *, forward: bool = False,
     ) -> None:  # fmt: skip
         self.apis, self.namespace, self.statefulset = apis, namespace, statefulset
         self.log_dir, self.storage_options = log_dir, storage_options
+        self.agent_args = ("--forward-listen", "127.0.0.1:0") if forward else ()
         self.agents: dict[str, _Agent] = {}
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
@@ -117,7 +119,7 @@ class StandInKubelet:
         }  # fmt: skip
 
     def _run(self, name: str, uid: str, index: int) -> None:
-        proc, url = start_agent(index, self.log_dir, self.storage_options)
+        proc, url = start_agent(index, self.log_dir, self.storage_options, *self.agent_args)
         self.agents[name] = _Agent(uid, index, proc, url)
         port = url.rsplit(":", 1)[1]
         core = self.apis.core

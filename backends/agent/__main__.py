@@ -25,6 +25,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from backends.agent.forward import Forwarder
 from backends.agent.server import make_app
 from backends.agent.worker import AgentSettings, WorkerAgent
 from backends.gvisor.catalog import default_templates
@@ -47,6 +48,10 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--actor-port", type=int, default=8080)
     parser.add_argument("--agent-state-mb", type=int, nargs="+", default=[16])
     parser.add_argument("--activation-timeout-s", type=float, default=20.0)
+    parser.add_argument(
+        "--forward-listen",
+        help="HOST:PORT to forward to the worker's actor (actor traffic through the agent)",
+    )
     parser.add_argument(
         "--no-netns",
         action="store_true",
@@ -83,6 +88,13 @@ async def _serve(args: argparse.Namespace) -> None:
     agent = WorkerAgent(settings)
     app = make_app(agent, _token(args))
     await agent.start()
+    forwarder = None
+    if args.forward_listen:
+        forward_host, _, forward_port = args.forward_listen.rpartition(":")
+        forwarder = Forwarder((agent.w.actor_ip, args.actor_port))
+        bound_host, bound_port = await forwarder.start(forward_host or "127.0.0.1",
+                                                       int(forward_port))  # fmt: skip
+        agent.forward_address = f"{bound_host}:{bound_port}"
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host or "127.0.0.1", int(port))
@@ -97,6 +109,8 @@ async def _serve(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        if forwarder is not None:
+            await forwarder.close()
         await agent.close()
 
 

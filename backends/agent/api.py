@@ -119,6 +119,7 @@ class AgentState:
     worker: str
     actor_address: str  # host:port where the worker's actor answers
     sandboxes: tuple[SandboxView, ...]
+    forward_address: str = ""  # host:port that forwards to the actor ("": not forwarded)
 
     def to_json(self) -> dict[str, Any]:
         """The state's JSON body."""
@@ -134,6 +135,7 @@ class AgentState:
                 SandboxView(str(s["actor"]), int(s["generation"]), str(s["sandbox"]))
                 for s in data["sandboxes"]
             ),
+            forward_address=str(data.get("forward_address", "")),
         )
 
 

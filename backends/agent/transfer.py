@@ -151,3 +151,31 @@ def _publish_file(staging: Path, snapshot: Snapshot, final: Path) -> None:
     except BaseException:
         shutil.rmtree(part, ignore_errors=True)
         raise
+
+
+def snapshot_uri(root: str, actor: str, version: int) -> str:
+    """Where version ``version`` of ``actor`` lives under ``root`` (a URI)."""
+    if version < 1:
+        raise ValueError(f"snapshot version must be >= 1 (got {version})")
+    return f"{root.rstrip('/')}/{actor}/v{version:06d}"
+
+
+def published(root: str, actor: str, options: StorageOptions | None = None) -> dict[int, int]:
+    """Version -> bytes of every snapshot of ``actor`` published under ``root`` (a
+    snapshot exists exactly when its manifest does)."""
+    fs, base = _filesystem(f"{root.rstrip('/')}/{actor}", options or {})
+    found: dict[int, int] = {}
+    try:
+        entries = fs.ls(base, detail=False)
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        name = str(entry).rstrip("/").rsplit("/", 1)[-1]
+        if len(name) >= 7 and name[0] == "v" and name[1:].isdigit():
+            try:
+                snapshot = manifest.from_json(fs.cat_file(f"{entry}/{MANIFEST}").decode())
+            except (FileNotFoundError, ValueError, KeyError):
+                continue  # not published (no manifest yet), or not readable
+            if snapshot.actor == actor and snapshot.version == int(name[1:]):
+                found[snapshot.version] = snapshot.bytes
+    return found

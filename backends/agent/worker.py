@@ -143,6 +143,7 @@ class WorkerAgent:
         self._running: _Running | None = None
         self._lock = asyncio.Lock()  # one order touches the worker's sandbox at a time
         self._t0 = time.monotonic()
+        self.forward_address = ""  # set when actor traffic is forwarded (forward.py)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -414,8 +415,9 @@ class WorkerAgent:
             if self.runsc.alive(cid)
         ]
         return AgentState(
-            self.w.worker_id, f"{self.w.actor_ip}:{self.settings.actor_port}", tuple(seen)
-        )
+            self.w.worker_id, f"{self.w.actor_ip}:{self.settings.actor_port}", tuple(seen),
+            self.forward_address,
+        )  # fmt: skip
 
     def _write_bundle(self, template: Template) -> Path:
         return write_bundle(

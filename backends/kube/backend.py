@@ -1,0 +1,441 @@
+"""The control plane on Kubernetes: the same controller, worker pods run by worker agents.
+
+:class:`KubeBackend` is a :class:`backends.controlplane.ControlPlane` whose
+
+* leadership comes from a ``coordination.k8s.io`` Lease (``lease.py``): it waits to
+  lead, renews in the background, and stops acting the moment it cannot (a control
+  plane that lost its Lease never carries out another command);
+* state is in Redis (``backends/state/redis_state.py``), every write fenced by the
+  Lease's token: a deposed leader's writes are refused (:class:`Deposed`) and it stops;
+* workers are the ready pods of a StatefulSet (``pool.py``): a pod that becomes ready
+  is ``WorkerAdded``, one that goes away is ``WorkerLost`` (its actors are lost since
+  their last snapshot, and reported as such);
+* activations, checkpoints and stops are orders to each pod's agent over HTTP, with op
+  ids unique to this run, so retries are carried out once; snapshots go to and from the
+  object store (``s3://``, ``gs://``, or ``file://`` for tests) by the agents;
+* actor traffic goes from the router to the pod's forwarding port (``forward.py`` in
+  the agent), never through the Kubernetes API, which is used for leadership and pool
+  changes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends.agent import transfer
+from backends.agent.api import Activate, Outcome, Stop
+from backends.agent.api import Checkpoint as CheckpointOrder
+from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable
+from backends.controlplane import ControlPlane
+from backends.gvisor.httpclient import ActorHTTPError
+from backends.gvisor.names import check_actor_id, sandbox_id
+from backends.gvisor.probe import wait_ready
+from backends.kube.api import KubeAPIs, connect
+from backends.kube.lease import LeaseElector, LeaseSettings
+from backends.kube.pool import Change, PodPool, PoolChange, PoolSettings, WorkerPod
+from backends.state import Deposed, StaleGeneration
+from backends.state.redis_state import RedisState
+from control.controller import Controller
+from control.messages import (
+    ActivationFinished,
+    ActivationOutcome,
+    ActorCreated,
+    Checkpoint,
+    CheckpointFinished,
+    CheckpointOutcome,
+    Observed,
+    ObservedSandbox,
+    ObservedSnapshot,
+    Restore,
+    SandboxStopped,
+    StopSandbox,
+    SuspendRequested,
+    WorkerAdded,
+    WorkerLost,
+)
+from control.model import ActorState
+
+log = logging.getLogger("actormux.kube")
+DIRTY_SETTLE_S = 1.5  # as in the local backend: let abandoned handshakes play out
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    """Where the cluster's parts are and how long to wait."""
+
+    namespace: str
+    identity: str  # this control plane's name on the Lease (its pod name)
+    redis_url: str
+    snapshots: str  # the snapshot root URI: s3://bucket/prefix, gs://..., file://...
+    agent_token: str
+    api_host: str | None = None  # None: in-cluster config, else the kubeconfig
+    statefulset: str = "actormux-worker"
+    lease: str = "actormux-controller"
+    lease_duration_s: float = 15.0
+    renew_deadline_s: float = 10.0
+    lead_timeout_s: float = 120.0  # give up waiting to lead after this
+    storage_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    templates: tuple[str, ...] = ("counter", "agent")
+    instance: int = 0  # the agents' instance: part of every sandbox id
+    request_timeout_s: float = 60.0
+    sample_interval_s: float = 1.0
+    observe_interval_s: float = 2.0
+    checkpoint_settle_s: float = 0.02
+    require_fsync: bool = True  # Redis must fsync every write (see redis_state.py)
+
+
+@dataclass
+class _Worker:
+    pod: WorkerPod
+    client: AgentClient
+    forward: tuple[str, int]
+
+
+class KubeBackend(ControlPlane):
+    """See the module docstring."""
+
+    def __init__(
+        self, settings: KubeSettings, controller: Controller, *, apis: KubeAPIs | None = None
+    ) -> None:
+        super().__init__(controller, request_timeout_s=settings.request_timeout_s)
+        self.settings = settings
+        self.apis = apis
+        self.state: RedisState
+        self.elector: LeaseElector
+        self.pool: PodPool
+        self.workers: dict[str, _Worker] = {}
+        self.deposed = asyncio.Event()  # set when this control plane must stop acting
+        self._run = secrets.token_hex(4)
+        self._orders = 0
+        self._running: dict[str, tuple[str, int]] = {}  # actor -> (worker, generation)
+        self._snapshots: dict[str, tuple[int, int]] = {}  # actor -> (version, bytes)
+        self._pool_thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def prepare(self) -> None:
+        """Connect, wait to lead, claim the state with the Lease's token."""
+        settings = self.settings
+        self.apis = self.apis or connect(settings.api_host)
+        self.elector = LeaseElector(self.apis.coordination, LeaseSettings(
+            settings.namespace, settings.lease, settings.identity,
+            settings.lease_duration_s, settings.renew_deadline_s,
+        ))  # fmt: skip
+        deadline = self.now() + settings.lead_timeout_s
+        leadership = await asyncio.to_thread(self.elector.try_lead)
+        while leadership is None:
+            if self.now() > deadline:
+                raise TimeoutError(f"{settings.identity} did not become leader in time")
+            await asyncio.sleep(settings.lease_duration_s / 5)
+            leadership = await asyncio.to_thread(self.elector.try_lead)
+        self.state = RedisState(
+            settings.redis_url, namespace=settings.namespace, token=leadership.token,
+            require_fsync=settings.require_fsync,
+        )  # fmt: skip
+        await self.state.offload(self.state.claim)
+        self.records.losses.extend(await self.state.offload(self.state.losses))
+        self.pool = PodPool(self.apis.core, self.apis.apps,
+                            PoolSettings(settings.namespace, settings.statefulset))  # fmt: skip
+
+    def open(self) -> None:
+        """Hand the stored actors to the controller; start following the pool, renewing
+        the Lease, sampling and observing."""
+        self._loop = asyncio.get_running_loop()
+        for row in self.state.actors():
+            found = transfer.published(self.settings.snapshots, row.id,
+                                       self.settings.storage_options)  # fmt: skip
+            version = max(found, default=0)
+            if version:
+                self._snapshots[row.id] = (version, found[version])
+            self._dispatch(ActorCreated(row.id, row.template, found.get(version, 0), version,
+                                        row.generation))  # fmt: skip
+        self._opened = True
+        self._pool_thread = threading.Thread(
+            target=self.pool.run, args=(self._pool_changed,), name="pod-watch", daemon=True
+        )
+        self._pool_thread.start()
+        self._loops = [
+            asyncio.create_task(self._every(self.settings.sample_interval_s, self.sample)),
+            asyncio.create_task(self._every(self.settings.observe_interval_s, self.observe)),
+            asyncio.create_task(self._every(self.settings.lease_duration_s / 3, self._renew)),
+        ]
+
+    async def close(self, *, save: bool = True, timeout_s: float = 120.0) -> None:
+        """Stop: with ``save`` (and still leading), checkpoint every running actor first;
+        then let go of the pool, the agents, the Lease and Redis."""
+        for loop_task in self._loops:
+            loop_task.cancel()
+        if save and self._opened and not self.deposed.is_set():
+            deadline = self.now() + timeout_s
+            while (self._running or self._tasks) and self.now() < deadline:
+                for actor in list(self._running):
+                    self._dispatch(SuspendRequested(actor))
+                await asyncio.sleep(0.05)
+        self._stopped = True
+        for handle in self._timers:
+            handle.cancel()
+        await self._drain_tasks()
+        if hasattr(self, "pool"):
+            self.pool.close()
+        if self._pool_thread is not None:
+            await asyncio.to_thread(self._pool_thread.join, 30)
+        for worker in list(self.workers.values()):
+            await worker.client.close()
+        self.workers.clear()
+        if hasattr(self, "elector") and not self.deposed.is_set():
+            await asyncio.to_thread(self.elector.release)
+        if hasattr(self, "state"):
+            self.state.close()
+
+    def _depose(self, why: str) -> None:
+        if not self.deposed.is_set():
+            log.critical("%s stops acting as leader: %s", self.settings.identity, why)
+            self.deposed.set()
+        self._stopped = True  # no command is carried out from now on
+
+    async def _renew(self) -> None:
+        if self.deposed.is_set():
+            return
+        await asyncio.to_thread(self.elector.try_lead)
+        if not self.elector.leads():
+            self._depose("the Lease could not be renewed")
+
+    async def _write(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A state write; a refusal for an old token deposes this control plane."""
+        try:
+            return await self.state.offload(fn, *args, **kwargs)
+        except Deposed as e:
+            self._depose(str(e))
+            raise
+
+    # ------------------------------------------------------------ workers
+
+    def _pool_changed(self, change: PoolChange) -> None:
+        """From the pod-watch thread: hand the change to the event loop."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._spawn, self._apply(change))
+
+    async def _apply(self, change: PoolChange) -> None:
+        name = change.worker.name
+        if change.change is Change.REMOVED:
+            if name in self.workers and not self._stopped:
+                self._dispatch(WorkerLost(name, f"pod {name} ({change.worker.uid}) is gone"))
+            return
+        client = AgentClient(change.worker.url, self.settings.agent_token, give_up_s=10.0)
+        try:
+            state = await client.state()
+        except (AgentUnreachable, AgentRefused) as e:
+            log.error("worker %s is ready but its agent does not answer: %s", name, e)
+            await client.close()
+            return
+        if not state.forward_address:
+            log.error("worker %s's agent does not forward actor traffic; ignored", name)
+            await client.close()
+            return
+        port = int(state.forward_address.rsplit(":", 1)[1])
+        if self.pool.workers.get(name) != change.worker or self._stopped:
+            await client.close()  # it changed again meanwhile
+            return
+        self.workers[name] = _Worker(change.worker, client, (change.worker.host, port))
+        self._dispatch(WorkerAdded(name, name))
+
+    async def _retire_worker(self, worker: str) -> None:
+        gone = self.workers.pop(worker, None)
+        if gone is not None:
+            await gone.client.close()
+
+    def address(self, worker: str) -> tuple[str, int]:
+        """Where the router sends a worker's actor traffic: its agent's forwarder."""
+        return self.workers[worker].forward
+
+    def _op(self, name: str | int) -> str:
+        return f"{self._run}-{name}"
+
+    # ------------------------------------------------------------ actors
+
+    async def create_actor(self, actor: str, template: str) -> None:
+        """A new actor (cold: its first activation starts from its template)."""
+        check_actor_id(actor)
+        if template not in self.settings.templates:
+            raise ValueError(f"unknown template {template!r}; allowed: {self.settings.templates}")
+        if self.ctl.actor(actor) is not None:
+            raise FileExistsError(f"actor {actor!r} already exists")
+        await self._write(self.state.add_actor, actor, template)
+        self._dispatch(ActorCreated(actor, template, 0, 0))
+
+    async def _drop(self, actor: str) -> None:
+        await self._write(self.state.delete_actor, actor)
+        self._acked.pop(actor, None)
+        self._snapshots.pop(actor, None)
+
+    # ------------------------------------------------------------ commands
+
+    async def _restore(self, cmd: Restore) -> None:
+        outcome, reason = ActivationOutcome.FAILED, "activation did not finish"
+        started = self.now()
+        try:
+            outcome, reason = await self._restore_steps(cmd)
+        except Deposed:
+            return  # no report: this control plane no longer acts
+        except Exception as e:  # anything at all: the controller must hear of it
+            log.exception("activation of %s on %s failed", cmd.actor, cmd.worker)
+            reason = f"{type(e).__name__}: {e}"
+        seconds = self.now() - started
+        sandbox = f"{cmd.actor}_g{cmd.generation}"
+        if outcome is ActivationOutcome.OK:
+            self._running[cmd.actor] = (cmd.worker, cmd.generation)
+            self.records.lifetimes.setdefault(cmd.actor, []).append([sandbox, started, None])
+            self.records.activations.append(
+                (cmd.actor, cmd.worker, cmd.worker, started, cmd.cold, True, cmd.snapshot_bytes,
+                 0.0, 0.0, seconds, seconds)
+            )  # fmt: skip
+        self._report(ActivationFinished(cmd.op, outcome, reason))
+
+    async def _restore_steps(self, cmd: Restore) -> tuple[ActivationOutcome, str]:
+        actor = self.ctl.actor(cmd.actor)
+        worker = self.workers.get(cmd.worker)
+        if actor is None or worker is None:
+            return ActivationOutcome.FAILED, "the actor or its worker is gone"
+        sandbox = sandbox_id(cmd.actor, cmd.generation, self.settings.instance)
+        try:
+            await self._write(self.state.begin_activation, cmd.actor, cmd.generation, sandbox,
+                              cmd.worker, worker.pod.uid)  # fmt: skip
+        except StaleGeneration as e:
+            return ActivationOutcome.FAILED, str(e)
+        snapshot = None
+        if not cmd.cold:
+            snapshot = transfer.snapshot_uri(self.settings.snapshots, cmd.actor, cmd.version)
+        order = Activate(self._op(cmd.op), cmd.actor, cmd.generation, actor.template, snapshot,
+                         cmd.version)  # fmt: skip
+        result = await worker.client.order(order)
+        if result.outcome is Outcome.OK:
+            await self._write(self.state.sandbox_running, sandbox)
+            self._dirty.discard(cmd.actor)
+            return ActivationOutcome.OK, ""
+        await self._write(self.state.sandbox_stopped, sandbox)
+        if result.outcome is Outcome.UNUSABLE:
+            return ActivationOutcome.UNUSABLE, result.reason
+        return ActivationOutcome.FAILED, f"{result.outcome}: {result.reason}"
+
+    async def _checkpoint(self, cmd: Checkpoint) -> None:
+        started = self.now()
+        outcome, reason, size = CheckpointOutcome.LOST, "checkpoint did not finish", 0
+        try:
+            outcome, reason, size = await self._checkpoint_steps(cmd)
+        except Deposed:
+            return
+        except (AgentUnreachable, AgentRefused) as e:  # the worker's fate is the pool's
+            log.error("checkpoint of %s on %s: %s", cmd.actor, cmd.worker, e)
+            outcome, reason = CheckpointOutcome.DECLINED, str(e)
+        except Exception as e:
+            log.exception("checkpoint of %s failed", cmd.actor)
+            outcome, reason = CheckpointOutcome.DECLINED, f"{type(e).__name__}: {e}"
+        took = self.now() - started
+        if outcome is not CheckpointOutcome.DECLINED:
+            if self._running.get(cmd.actor) == (cmd.worker, cmd.generation):
+                del self._running[cmd.actor]
+            for life in self.records.lifetimes.get(cmd.actor, []):
+                if life[0] == f"{cmd.actor}_g{cmd.generation}" and life[2] is None:
+                    life[2] = self.now()
+            if outcome is CheckpointOutcome.OK:
+                self._acked.pop(cmd.actor, None)
+                self._snapshots[cmd.actor] = (cmd.version, size)
+                self.records.checkpoints.append(
+                    (cmd.actor, cmd.worker, cmd.worker, started, size, 0.0, took, 0.0, took)
+                )
+        else:
+            log.warning("checkpoint of %s declined: %s", cmd.actor, reason)
+        self._report(CheckpointFinished(cmd.op, outcome, reason, size))
+
+    async def _checkpoint_steps(self, cmd: Checkpoint) -> tuple[CheckpointOutcome, str, int]:
+        worker = self.workers.get(cmd.worker)
+        if worker is None or self._running.get(cmd.actor) != (cmd.worker, cmd.generation):
+            return CheckpointOutcome.LOST, f"no sandbox of generation {cmd.generation}", 0
+        until = self._closed_first.get(cmd.actor, 0.0)
+        if self.now() < until:
+            return CheckpointOutcome.DECLINED, "it closed a connection first (TIME_WAIT)", 0
+        if cmd.actor in self._dirty:
+            host, port = worker.forward
+            try:
+                await wait_ready(host, port, actor=cmd.actor, generation=cmd.generation,
+                                 timeout_s=2.0)  # fmt: skip
+            except (ActorHTTPError, TimeoutError) as e:
+                return CheckpointOutcome.DECLINED, f"it does not answer ({e})", 0
+            await asyncio.sleep(DIRTY_SETTLE_S)
+            self._dirty.discard(cmd.actor)
+        fence = await self.state.offload(self.state.generation, cmd.actor)
+        if fence != cmd.generation:
+            return CheckpointOutcome.LOST, f"generation {cmd.generation} is fenced by {fence}", 0
+        await asyncio.sleep(self.settings.checkpoint_settle_s)
+        self.control_plane_calls += 1
+        destination = transfer.snapshot_uri(self.settings.snapshots, cmd.actor, cmd.version)
+        order = CheckpointOrder(self._op(cmd.op), cmd.actor, cmd.generation, cmd.version,
+                                destination, tuple(self._acked.get(cmd.actor, ())))  # fmt: skip
+        result = await worker.client.order(order)
+        sandbox = sandbox_id(cmd.actor, cmd.generation, self.settings.instance)
+        if result.outcome is Outcome.OK:
+            await self._write(self.state.sandbox_stopped, sandbox)
+            return CheckpointOutcome.OK, "", result.bytes
+        if result.outcome is Outcome.DECLINED:
+            return CheckpointOutcome.DECLINED, result.reason, 0
+        await self._write(self.state.sandbox_stopped, sandbox)
+        return CheckpointOutcome.LOST, f"{result.outcome}: {result.reason}", 0
+
+    async def _stop_sandbox(self, cmd: StopSandbox) -> None:
+        sandbox = sandbox_id(cmd.actor, cmd.generation, self.settings.instance)
+        try:
+            await self._write(self.state.sandbox_stopping, sandbox)
+            worker = self.workers.get(cmd.worker)
+            if worker is not None:
+                self._orders += 1
+                await worker.client.order(Stop(self._op(f"stop{cmd.op}"), cmd.actor,
+                                               cmd.generation))  # fmt: skip
+            await self._write(self.state.sandbox_stopped, sandbox)
+        except Deposed:
+            return
+        except (AgentUnreachable, AgentRefused) as e:
+            log.error("stopping %s on %s: %s", sandbox, cmd.worker, e)
+        if self._running.get(cmd.actor) == (cmd.worker, cmd.generation):
+            del self._running[cmd.actor]
+        self._report(SandboxStopped(cmd.op))
+
+    # ------------------------------------------------------------ observing
+
+    async def observe(self) -> None:
+        """What every worker's agent says runs there; nothing if any cannot say."""
+        taken = self.now()
+        workers = list(self.workers.items())
+        try:
+            states = await asyncio.gather(*(w.client.state() for _, w in workers))
+        except (AgentUnreachable, AgentRefused) as e:
+            log.warning("observed state skipped: %s", e)
+            return
+        if self._stopped:
+            return
+        seen = tuple(
+            ObservedSandbox(view.actor, name, view.generation)
+            for (name, _), state in zip(workers, states, strict=True)
+            for view in state.sandboxes
+        )
+        snapshots = tuple(ObservedSnapshot(a, v) for a, (v, _) in self._snapshots.items())
+        self._dispatch(Observed(taken, seen, snapshots))
+
+    def sample(self) -> None:
+        """Append one row to the samples table (as the local backend does)."""
+        counts = self.ctl.state_counts()
+        stored = sum(size for _, size in self._snapshots.values())
+        self.records.samples.append(
+            (
+                self.now(), len(self.ctl.workers()), self.ctl.occupied_workers,
+                counts[ActorState.SUSPENDED], counts[ActorState.RESUMING],
+                counts[ActorState.RUNNING], counts[ActorState.SUSPENDING],
+                self.ctl.waiting_actors, self.ctl.open_requests, 0, 0, stored, stored, 0.0,
+            )
+        )  # fmt: skip
