@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test lint typecheck pytest bench clean venv
+.PHONY: demo test lint typecheck pytest bench clean venv kind-up kind-down gke-up gke-down
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "actormux needs Python 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -45,6 +45,19 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/activation.py
 	$(BIN)/python benchmarks/agent_activation.py
 	$(BIN)/python benchmarks/agent_activation.py --s3
+
+# Clusters (need docker, kind or gcloud, and kubectl; see README "Clusters").
+kind-up:
+	backends/kind/up.sh
+
+kind-down:
+	backends/kind/down.sh
+
+gke-up:
+	backends/gke/up.sh
+
+gke-down:
+	backends/gke/down.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -112,6 +112,15 @@ class ControlPlane:
         """Where a worker's actor answers."""
         raise NotImplementedError
 
+    async def add_actor(self, actor: str, template: str) -> None:
+        """A new actor (``FileExistsError`` if taken, ``ValueError`` for a bad id or
+        template)."""
+        raise NotImplementedError
+
+    def recover_actor(self, actor: str, version: int) -> AdminResult:
+        """An operator lets a failed actor go on from snapshot ``version``."""
+        return AdminResult(actor, False, "this backend cannot recover actors yet")
+
     async def _restore(self, cmd: Restore) -> None:
         raise NotImplementedError
 

@@ -10,6 +10,10 @@ readiness probe) and stops it; and the same snapshot is restored with a bare
 Goal (the cluster backends issue): p50 ratio <= 1.2. For ``s3://`` the agent also
 downloads the image each time; the ratio then prices the download too.
 
+Then the warm-request overhead of actor traffic through the agent's forwarder (how a
+router reaches actors inside worker pods): ``--warm`` requests each, interleaved,
+straight to the actor and through the forwarder. Goal: <= 2 ms at p50.
+
 Needs Linux, root and runsc.
 
     .venv/bin/python benchmarks/agent_activation.py [--rounds 20] [--s3]
@@ -60,6 +64,7 @@ def start_agent(tmp: Path, options: dict[str, object]) -> tuple[subprocess.Popen
         sys.executable, "-m", "backends.agent", "--instance", str(INSTANCE), "--worker", "0",
         "--runtime-dir", str(RUN_DIR / "agent-w0"), "--runsc-root", str(RUN_DIR / "runsc"),
         "--token-file", str(tmp / "token"), "--storage-options", json.dumps(options),
+        "--forward-listen", "127.0.0.1:0",
     ]  # fmt: skip
     log = (tmp / "agent.log").open("w")
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -70,7 +75,32 @@ def start_agent(tmp: Path, options: dict[str, object]) -> tuple[subprocess.Popen
     return proc, line.split()[-1]
 
 
-async def measure(url: str, uri: str, rounds: int, tmp: Path) -> dict[str, object]:
+async def warm_overhead(agent: AgentClient, warm: int) -> dict[str, object]:
+    """A running actor: the same GET straight to it and through the forwarder."""
+    from backends.gvisor.httpclient import request
+
+    state = await agent.state()
+    direct_host, direct_port = state.actor_address.rsplit(":", 1)
+    forward_host, forward_port = state.forward_address.rsplit(":", 1)
+    direct, forwarded = [], []
+    for _ in range(warm):
+        for host, port, into in ((direct_host, direct_port, direct),
+                                 (forward_host, forward_port, forwarded)):  # fmt: skip
+            start = time.perf_counter()
+            response = await request(host, int(port), "GET", "/", timeout=10)
+            into.append(time.perf_counter() - start)
+            assert response.status == 200, response
+    overhead_ms = (statistics.median(forwarded) - statistics.median(direct)) * 1000
+    return {
+        "warm_request_direct_s": percentiles(direct),
+        "warm_request_via_forwarder_s": percentiles(forwarded),
+        "warm_overhead_p50_ms": round(overhead_ms, 3),
+        "warm_overhead_goal_ms": 2.0,
+        "warm_requests": warm,
+    }
+
+
+async def measure(url: str, uri: str, rounds: int, tmp: Path, warm: int = 200) -> dict[str, object]:
     """Interleaved rounds of agent restores and bare restores of one snapshot."""
     bare = WorkerNames(INSTANCE, 1)
     runsc = Runsc(RUN_DIR / "runsc")
@@ -109,6 +139,11 @@ async def measure(url: str, uri: str, rounds: int, tmp: Path) -> dict[str, objec
             bare_restore.append(time.perf_counter() - start)
             await runsc.kill(cid, bare.netns_path)
             await runsc.delete(cid, bare.netns_path)
+        last = 2 + rounds
+        done = await agent.order(Activate("b:warm", "bench", last, "counter", uri, 1))
+        assert done.outcome is Outcome.OK, done.reason
+        forwarding = await warm_overhead(agent, warm)
+        await agent.order(Stop("b:warm:stop", "bench", last))
     await netns.delete(bare)
     ratio = statistics.median(via_agent) / statistics.median(bare_restore)
     return {
@@ -119,6 +154,7 @@ async def measure(url: str, uri: str, rounds: int, tmp: Path) -> dict[str, objec
         "activation_p50_ratio": round(ratio, 3),
         "activation_ratio_goal": 1.2,
         "rounds": rounds,
+        **forwarding,
     }
 
 
@@ -126,6 +162,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--s3", action="store_true", help="snapshots in a local S3 server")
+    parser.add_argument("--warm", type=int, default=200, help="warm requests each way")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     reason = runsc_unusable_reason()
@@ -148,7 +185,7 @@ def main() -> int:
         (tmp / "options.json").write_text(json.dumps(options))
         proc, url = start_agent(tmp, options)
         try:
-            result = asyncio.run(measure(url, uri, args.rounds, tmp))
+            result = asyncio.run(measure(url, uri, args.rounds, tmp, args.warm))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)

@@ -19,7 +19,7 @@ import hydra
 from aiohttp import web
 from omegaconf import DictConfig
 
-from backends.local.admin import admin_app
+from backends.admin import admin_app
 from backends.local.db import StateDBError
 from backends.local.lock import InstanceBusy
 from backends.local.router import Router

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from backends.local.admin import admin_app
+from backends.admin import admin_app
 from backends.local.agents import AgentLocalBackend
 from backends.local.driver import LocalBackend, LocalSettings
 from backends.local.router import Router, RouterLimits

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from kube_emulator import emulated_api
@@ -244,3 +245,22 @@ def test_lease_settings_are_checked():
         LeaseSettings("ns", "leader", "me", duration_s=10, renew_deadline_s=10)
     with pytest.raises(ValueError, match="identity"):
         LeaseSettings("ns", "leader", "")
+
+
+def test_the_control_plane_process_says_what_it_is_missing(tmp_path):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    root = Path(__file__).parent.parent
+    done = subprocess.run([sys.executable, "-m", "backends.kube"], capture_output=True,
+                          text=True, env=env, cwd=root, check=False)  # fmt: skip
+    assert done.returncode == 2 and "--redis-url, --snapshots" in done.stderr
+    short = tmp_path / "token"
+    short.write_text("short")
+    done = subprocess.run(
+        [sys.executable, "-m", "backends.kube", "--redis-url", "redis://127.0.0.1:1/0",
+         "--snapshots", "file:///nonexistent", "--agent-token-file", str(short)],
+        capture_output=True, text=True, env=env, cwd=root, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and "shorter than 16 characters" in done.stderr

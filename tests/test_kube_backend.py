@@ -101,7 +101,7 @@ def test_the_control_plane_serves_moves_and_fails_over_on_an_emulated_cluster(
                 await until(lambda: len(first.ctl.workers()) == 2, what="two workers")
                 counts = {"k1": 0, "k2": 0, "k3": 0}  # three actors, two worker pods
                 for actor in counts:
-                    await first.create_actor(actor, "counter")
+                    await first.add_actor(actor, "counter")
                 async with aiohttp.ClientSession() as session:
                     for round_ in range(2):
                         for actor, done in counts.items():
@@ -127,7 +127,7 @@ def test_the_control_plane_serves_moves_and_fails_over_on_an_emulated_cluster(
                 second.open()
                 # The paused leader wakes up and tries to write: refused, and it stops.
                 with pytest.raises(Deposed):
-                    await first.create_actor("k9", "counter")
+                    await first.add_actor("k9", "counter")
                 assert first.deposed.is_set()
                 assert not second.state.has_actor("k9")
                 await router.close()

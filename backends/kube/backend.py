@@ -260,7 +260,7 @@ class KubeBackend(ControlPlane):
 
     # ------------------------------------------------------------ actors
 
-    async def create_actor(self, actor: str, template: str) -> None:
+    async def add_actor(self, actor: str, template: str) -> None:
         """A new actor (cold: its first activation starts from its template)."""
         check_actor_id(actor)
         if template not in self.settings.templates:

@@ -229,6 +229,10 @@ class LocalBackend(ControlPlane):
 
     # ------------------------------------------------------------ actors
 
+    async def add_actor(self, actor: str, template: str) -> None:
+        """:meth:`create_actor` (cold), for the admin API."""
+        self.create_actor(actor, template)
+
     def create_actor(
         self, actor: str, template: str, *, golden: tuple[Snapshot, Path] | None = None
     ) -> None:

@@ -1,4 +1,4 @@
-"""The admin API of the local backend, on its own loopback port, behind a bearer token.
+"""The admin API of a real backend, on its own port, behind a bearer token.
 
 List, create, show, suspend, resume, recover and delete actors; list workers (with
 quarantines); reported losses; counters. ``actormux admin`` is its command line.
@@ -14,23 +14,23 @@ from typing import Any
 
 from aiohttp import web
 
+from backends.controlplane import ControlPlane
 from backends.gvisor.names import check_actor_id
-from backends.local.driver import LocalBackend
 from control.messages import ActorDeleted, ResumeRequested, SuspendRequested
 from sim.engine import reliability_counters
 
 
-def admin_app(backend: LocalBackend, *, token: str) -> web.Application:
+def admin_app(backend: ControlPlane, *, token: str) -> web.Application:
     """The admin API; every call needs ``Authorization: Bearer <token>``."""
 
     @web.middleware
     async def auth(
-        req: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        given = req.headers.get("Authorization", "")
+        given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return web.json_response({"error": "missing or wrong admin token"}, status=401)
-        return await handler(req)
+        return await handler(request)
 
     def actor_view(actor_id: str) -> dict[str, Any] | None:
         actor = backend.ctl.actor(actor_id)
@@ -48,7 +48,7 @@ def admin_app(backend: LocalBackend, *, token: str) -> web.Application:
             spec = await req.json()
             actor, template = spec["id"], spec.get("template", "counter")
             check_actor_id(actor)
-            backend.create_actor(actor, template)
+            await backend.add_actor(actor, template)
         except (json.JSONDecodeError, KeyError, TypeError):
             return web.json_response({"error": 'send {"id": ..., "template": ...}'}, status=400)
         except FileExistsError as e:

@@ -1,0 +1,107 @@
+"""The deployment files, checked offline: every kustomize overlay renders (kubectl's
+built-in kustomize) and every object validates against the Kubernetes OpenAPI schemas
+(kubernetes-validate, strict: unknown fields are errors); the manifests agree with the
+code (ports, labels, arguments the agent and control plane accept); the shell scripts
+pass shellcheck. Nothing here talks to a cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from backends.agent.__main__ import _arguments as agent_arguments
+from backends.kube.pool import PoolSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+OVERLAYS = {"kind": ROOT / "backends/kind/manifests", "gke": ROOT / "backends/gke/manifests"}
+KUBERNETES = "1.31.0"  # kind's and GKE's regular channel at the time of writing
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        reason = f"{name} is not installed"
+        if os.environ.get("CI"):
+            pytest.fail(f"manifest checks must run in CI, but: {reason}")
+        pytest.skip(reason)
+    return found
+
+
+def render(overlay: Path) -> list[dict]:
+    out = subprocess.run([_tool("kubectl"), "kustomize", str(overlay)], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_every_object_of_each_overlay_validates_strictly(overlay):
+    objects = render(OVERLAYS[overlay])
+    kinds = sorted({f"{o['kind']}/{o['metadata']['name']}" for o in objects})
+    for expected in ("StatefulSet/actormux-worker", "Deployment/actormux-control",
+                     "Role/actormux-control", "StatefulSet/actormux-redis"):  # fmt: skip
+        assert expected in kinds, kinds
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "actormux", obj["metadata"]
+
+
+def test_a_broken_object_is_caught():
+    (worker,) = [o for o in render(OVERLAYS["kind"]) if o["kind"] == "StatefulSet"
+                 and o["metadata"]["name"] == "actormux-worker"]  # fmt: skip
+    worker["spec"]["template"]["spec"]["containers"][0]["portz"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(worker, KUBERNETES, strict=True)
+
+
+def test_the_manifests_agree_with_the_code():
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render(OVERLAYS["kind"])}
+    worker = objects[("StatefulSet", "actormux-worker")]
+    pod = worker["spec"]["template"]
+    assert (
+        pod["metadata"]["labels"].items()
+        >= {
+            "app.kubernetes.io/name": PoolSettings("actormux").statefulset,
+        }.items()
+    )  # the pool finds worker pods by this label
+    assert PoolSettings("actormux").statefulset == worker["metadata"]["name"]
+    container = pod["spec"]["containers"][0]
+    assert {p["name"] for p in container["ports"]} == {"agent", "actors"}  # pool.py, forward
+    args = [a.replace("$(POD_INDEX)", "3").replace("$(ACTORMUX_STORAGE_OPTIONS)", "{}")
+            for a in container["args"]]  # fmt: skip
+    parsed = agent_arguments(args)  # the agent accepts exactly these
+    assert parsed.worker == 3 and parsed.forward_listen == "0.0.0.0:8091"
+    role = objects[("Role", "actormux-control")]
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert resources == {"pods", "statefulsets", "statefulsets/scale", "leases"}
+    assert objects[("ServiceAccount", "actormux-worker")]["automountServiceAccountToken"] is False
+    redis = objects[("StatefulSet", "actormux-redis")]["spec"]["template"]["spec"]
+    args = redis["containers"][0]["args"]
+    assert args[args.index("--appendfsync") + 1] == "always"  # RedisState requires it
+
+
+def test_the_scripts_pass_shellcheck():
+    scripts = sorted(str(p) for p in (ROOT / "backends").glob("*/*.sh"))
+    assert len(scripts) >= 5, scripts
+    done = subprocess.run([_tool("shellcheck"), *scripts], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout
+
+
+def test_the_kind_workflow_uses_only_what_exists():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/kind-bench.yml").read_text())
+    runs = [step["run"] for step in workflow["jobs"]["kind"]["steps"] if "run" in step]
+    makefile = (ROOT / "Makefile").read_text()
+    for run in runs:
+        for word in run.split():
+            if word.startswith("backends/"):
+                assert (ROOT / word).is_file(), word
+        if run.startswith("make "):
+            assert f"\n{run.split()[1]}:" in makefile, run
