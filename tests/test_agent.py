@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from gvisor_harness import AGENT_TOKEN as TOKEN
-from gvisor_harness import INSTANCE, agent
+from gvisor_harness import INSTANCE, RUN_DIR, agent
 
 from backends.agent.api import Activate, Checkpoint, Outcome, Stop
 from backends.agent.client import AgentClient, AgentRefused
@@ -155,3 +155,49 @@ def test_a_file_snapshot_round_trip_and_the_agent_refuses_bad_clients(tmp_path):
         proc.send_signal(signal.SIGTERM)  # a clean stop removes its sandbox and namespace
         proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     assert not Path(WorkerNames(INSTANCE, 2).netns_path).exists()
+
+
+def test_removing_a_checkpointed_sandbox_leaves_the_next_actors_connections_alone(tmp_path):
+    """Found by the 250-on-8 run through agents: the agent removes a checkpointed sandbox
+    after answering (runsc delete takes 1.5-2 s here), and that removal cut the host's
+    sockets to the worker's actor address, which by then were the next actor's."""
+    from backends.gvisor.runsc import Runsc
+
+    snapshots = tmp_path / "snapshots"
+    runsc = Runsc(RUN_DIR / "runsc")
+    worker = WorkerNames(INSTANCE, 0)
+
+    async def body(url: str) -> None:
+        async with AgentClient(url, TOKEN) as a:
+            for actor in ("n2", "n1"):  # n2 gets a snapshot first; n1 then runs
+                assert (
+                    await a.order(Activate(f"{actor}:1", actor, 1, "counter"))
+                ).outcome is Outcome.OK
+                assert (await count_at(0, "POST"))["count"] == 1
+                uri = f"file://{snapshots}/{actor}/v000001"
+                saved = await a.order(Checkpoint(f"{actor}:2", actor, 1, 1, uri))
+                assert saved.outcome is Outcome.OK, saved.reason
+                if actor == "n2":
+                    await wait_gone(f"n2_g1_i{INSTANCE}")
+            n2 = await a.order(
+                Activate("n2:3", "n2", 2, "counter", f"file://{snapshots}/n2/v000001", 1)
+            )
+            assert n2.outcome is Outcome.OK, n2.reason
+            reader, writer = await asyncio.open_connection(worker.actor_ip, 8080)
+            assert runsc.known(f"n1_g1_i{INSTANCE}")  # n1's removal has not finished yet
+            await wait_gone(f"n1_g1_i{INSTANCE}")  # ... now it has
+            await asyncio.sleep(0.5)  # and whatever the agent does after it is done
+            writer.write(b"GET / HTTP/1.1\r\nHost: n2\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            writer.close()
+
+    async def wait_gone(sandbox: str) -> None:
+        deadline = time.monotonic() + 30
+        while runsc.known(sandbox):
+            assert time.monotonic() < deadline, f"{sandbox} was never removed"
+            await asyncio.sleep(0.02)
+
+    with agent(0, tmp_path) as (_, url):
+        asyncio.run(body(url))

@@ -410,19 +410,22 @@ class WorkerAgent:
     # ------------------------------------------------------------ sandboxes
 
     def _remove_later(self, running: _Running) -> None:
-        """Remove a sandbox that has stopped, in the background (awaited by close)."""
-        task = asyncio.get_running_loop().create_task(self._remove(running))
+        """Remove a checkpointed sandbox in the background (awaited by close)."""
+        task = asyncio.get_running_loop().create_task(self._remove(running, cut_connections=False))
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)
 
-    async def _remove(self, running: _Running) -> None:
-        """Kill and remove a sandbox by its id; the host's sockets to it are cut."""
+    async def _remove(self, running: _Running, *, cut_connections: bool = True) -> None:
+        """Kill and remove a sandbox by its id; the host's sockets to the worker's actor
+        address are cut (not for a checkpointed sandbox, which had none open: by then
+        they may be the next actor's on this worker)."""
         self.runsc.kill_process(running.sandbox)
         await self.runsc.kill(running.sandbox, self.w.netns_path)
         await self.runsc.delete(running.sandbox, self.w.netns_path)
-        await asyncio.to_thread(
-            tcpstate.destroy_connections, self.w.actor_ip, self.settings.actor_port
-        )
+        if cut_connections:
+            await asyncio.to_thread(
+                tcpstate.destroy_connections, self.w.actor_ip, self.settings.actor_port
+            )
         if running.download is not None:
             shutil.rmtree(running.download, ignore_errors=True)
 
