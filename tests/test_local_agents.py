@@ -56,3 +56,39 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_agents_left_by_a_crashed_run_are_killed_by_pid_file_and_nothing_else(tmp_path: Path):
+    """No sandbox needed: a real agent process (it starts without touching runsc), and
+    a decoy process whose pid is written into an agent's pid file: only the agent dies."""
+    import subprocess
+    import sys
+
+    from backends.local.agents import kill_leftover_agents
+
+    instance = 9
+    run_dir = tmp_path / str(instance)
+    (run_dir / "agents").mkdir(parents=True)
+    token = tmp_path / "token"
+    token.write_text("x" * 32)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "backends.agent", "--instance", str(instance), "--worker", "0",
+         "--runtime-dir", str(run_dir / "agents" / "w0"), "--runsc-root", str(run_dir / "runsc"),
+         "--token-file", str(token), "--no-netns"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    decoy = subprocess.Popen(["sleep", "60"])
+    try:
+        assert "listening on" in agent.stdout.readline()
+        (run_dir / "agents" / "w0.pid").write_text(f"{agent.pid}\n")
+        (run_dir / "agents" / "w1.pid").write_text(f"{decoy.pid}\n")  # not an agent
+        assert kill_leftover_agents(run_dir, instance) == [agent.pid]
+        assert agent.wait(timeout=10) == -9
+        assert decoy.poll() is None  # untouched
+        assert list((run_dir / "agents").glob("*.pid")) == []
+        assert kill_leftover_agents(run_dir, instance) == []
+    finally:
+        for proc in (agent, decoy):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

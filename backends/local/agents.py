@@ -66,6 +66,33 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def kill_leftover_agents(run_dir: Path, instance: int) -> list[int]:
+    """Kill (-9) the worker agents an earlier run of ``instance`` left in ``run_dir``:
+    found by their pid files, and each checked to be that agent (its command line is
+    ``-m backends.agent`` with that instance and worker) before it is killed. The pids
+    killed."""
+    killed: list[int] = []
+    agents_dir = run_dir / "agents"
+    if not agents_dir.is_dir():
+        return killed
+    for pid_file in agents_dir.glob("w*.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text())
+            args = [a.decode(errors="replace")
+                    for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]  # fmt: skip
+            flags = dict(itertools.pairwise(args))
+            worker = pid_file.stem.removeprefix("w")
+            if (
+                flags.get("-m") == "backends.agent" and flags.get("--instance") == str(instance)
+                and flags.get("--worker") == worker
+            ):  # fmt: skip
+                log.warning("killing agent w%s (pid %d) left by an earlier run", worker, pid)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        pid_file.unlink(missing_ok=True)
+    return killed
+
+
 @dataclass
 class AgentProcess:
     """One worker's agent: its process and client."""
@@ -92,26 +119,9 @@ class AgentLocalBackend(LocalBackend):
         return self.settings.runtime_dir / "agents"
 
     async def _before_recovery(self) -> None:
-        """Agents of an earlier run that outlived it are killed (by their pid files,
-        each checked to be that agent) before recovery reads runsc's state."""
-        if not self._agents_dir.is_dir():
-            return
-        for pid_file in self._agents_dir.glob("w*.pid"):
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(pid_file.read_text())
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                worker = pid_file.stem.removeprefix("w")
-                if b"backends.agent" in cmdline and self._ours(cmdline, worker):
-                    log.warning("killing agent w%s (pid %d) left by an earlier run", worker, pid)
-                    os.kill(pid, signal.SIGKILL)
-            pid_file.unlink(missing_ok=True)
-
-    def _ours(self, cmdline: list[bytes], worker: str) -> bool:
-        args = [a.decode(errors="replace") for a in cmdline]
-        pairs = dict(itertools.pairwise(args))
-        return pairs.get("--instance") == str(self.settings.instance) and (
-            pairs.get("--worker") == worker
-        )
+        """Agents of an earlier run that outlived it are killed before recovery reads
+        runsc's state (see :func:`kill_leftover_agents`)."""
+        kill_leftover_agents(self.settings.runtime_dir, self.settings.instance)
 
     async def _start_workers(self) -> None:
         settings = self.settings

@@ -22,6 +22,7 @@ from pathlib import Path
 from backends.gvisor import firewall, netns
 from backends.gvisor.proc import run_sync
 from backends.gvisor.runsc import Runsc
+from backends.local.agents import kill_leftover_agents
 from backends.local.db import StateDB
 from backends.local.lock import DirectoryLock
 from backends.local.recovery import recover
@@ -45,12 +46,14 @@ class CleanupReport:
     namespaces: list[str] = field(default_factory=list)
     veths: list[str] = field(default_factory=list)
     directories: list[str] = field(default_factory=list)
+    agents: list[int] = field(default_factory=list)  # pids of leftover agents killed
 
     def __str__(self) -> str:
         lines = [f"saved: {line}" for line in self.saved]
         lines += [f"LOST: {line}" for line in self.losses]
         lines.append(
-            f"removed {len(self.sandboxes)} sandboxes, {len(self.namespaces)} network "
+            f"removed {len(self.agents)} agents, {len(self.sandboxes)} sandboxes, "
+            f"{len(self.namespaces)} network "
             f"namespaces, {len(self.veths)} veths, {len(self.directories)} directories"
         )
         return "\n".join(lines)
@@ -118,6 +121,8 @@ def cleanup(
 
 
 def _clean_run_dir(directory: Path, report: CleanupReport, *, discard: bool) -> None:
+    if directory.name.isdigit():  # worker agents a crashed run left (their pid files)
+        report.agents += kill_leftover_agents(directory, int(directory.name))
     root = directory / "runsc"
     runsc = Runsc(root) if root.is_dir() else None
     if runsc is not None and runsc.ids() and not discard:
