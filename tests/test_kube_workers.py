@@ -84,7 +84,13 @@ def test_worker_pods_serve_actors_and_a_pod_lost_mid_restore_loses_nothing(tmp_p
                     assert started.outcome is Outcome.OK, started.reason
                     for expected in (1, 2, 3):
                         assert (await call_actor(w0.url, "POST"))["count"] == expected
-                    saved = await agent.order(Checkpoint("k:2", "c1", 1, 1, v1, ("r1", "r2")))
+                    for attempt in range(50):  # declined while our last connection closes
+                        saved = await agent.order(
+                            Checkpoint(f"k:2:{attempt}", "c1", 1, 1, v1, ("r1", "r2"))
+                        )
+                        if saved.outcome is not Outcome.DECLINED:
+                            break
+                        await asyncio.sleep(0.1)
                     assert saved.outcome is Outcome.OK, saved.reason
 
             asyncio.run(serve_then_checkpoint())

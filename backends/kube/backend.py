@@ -112,7 +112,6 @@ class KubeBackend(ControlPlane):
         self.workers: dict[str, _Worker] = {}
         self.deposed = asyncio.Event()  # set when this control plane must stop acting
         self._run = secrets.token_hex(4)
-        self._orders = 0
         self._running: dict[str, tuple[str, int]] = {}  # actor -> (worker, generation)
         self._snapshots: dict[str, tuple[int, int]] = {}  # actor -> (version, bytes)
         self._pool_thread: threading.Thread | None = None
@@ -394,7 +393,6 @@ class KubeBackend(ControlPlane):
             await self._write(self.state.sandbox_stopping, sandbox)
             worker = self.workers.get(cmd.worker)
             if worker is not None:
-                self._orders += 1
                 await worker.client.order(Stop(self._op(f"stop{cmd.op}"), cmd.actor,
                                                cmd.generation))  # fmt: skip
             await self._write(self.state.sandbox_stopped, sandbox)
