@@ -79,6 +79,7 @@ class ControlPlane:
     """The controller's side of a real backend (see the module docstring)."""
 
     state: ControlState  # set by the subclass when it opens its state
+    _running: dict[str, Any]  # actor -> what serves it (the subclass's record of it)
 
     def __init__(
         self, controller: Controller, *, request_timeout_s: float,
@@ -266,6 +267,23 @@ class ControlPlane:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("backend task failed", exc_info=task.exception())
+
+    async def _wind_down(self, *, save: bool, timeout_s: float) -> None:
+        """The first half of closing: with ``save``, ask the controller to suspend every
+        running actor and wait (up to ``timeout_s``) for that work to finish; then carry
+        out no more commands, cancel timers and let background tasks finish."""
+        for loop_task in self._loops:
+            loop_task.cancel()
+        if save and self._opened:
+            deadline = self.now() + timeout_s
+            while (self._running or self._tasks) and self.now() < deadline:
+                for actor in list(self._running):
+                    self._dispatch(SuspendRequested(actor))
+                await asyncio.sleep(0.05)
+        self._stopped = True
+        for handle in self._timers:
+            handle.cancel()
+        await self._drain_tasks()
 
     async def _drain_tasks(self) -> None:
         while self._tasks:

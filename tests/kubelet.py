@@ -35,6 +35,17 @@ from backends.kube.pool import AGENT_PORT_ANNOTATION
 log = logging.getLogger("tests.kubelet")
 
 
+def create_worker_statefulset(apis: KubeAPIs, namespace: str, name: str) -> None:
+    """An empty worker StatefulSet (0 replicas) for the stand-in to follow."""
+    labels = {"app.kubernetes.io/name": name}
+    apis.apps.create_namespaced_stateful_set(namespace, {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
+        "spec": {"replicas": 0, "serviceName": name, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "agent", "image": "x"}]}}},
+    })  # fmt: skip
+
+
 @dataclass
 class _Agent:
     uid: str

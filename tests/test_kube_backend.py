@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from gvisor_harness import AGENT_TOKEN, INSTANCE, free_port
 from kube_emulator import emulated_api
-from kubelet import StandInKubelet
+from kubelet import StandInKubelet, create_worker_statefulset
 
 from backends.kube.api import connect
 from backends.kube.backend import KubeBackend, KubeSettings
@@ -69,13 +69,7 @@ def test_the_control_plane_serves_moves_and_fails_over_on_an_emulated_cluster(
     snapshots = f"s3://{s3.bucket}/{uuid.uuid4().hex}"
     with emulated_api(tmp_path) as api_server:
         apis = connect(api_server.url)
-        apis.apps.create_namespaced_stateful_set(NAMESPACE, {
-            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": WORKERS},
-            "spec": {"replicas": 0, "serviceName": WORKERS,
-                     "selector": {"matchLabels": {"app.kubernetes.io/name": WORKERS}},
-                     "template": {"metadata": {"labels": {"app.kubernetes.io/name": WORKERS}},
-                                  "spec": {"containers": [{"name": "agent", "image": "x"}]}}},
-        })  # fmt: skip
+        create_worker_statefulset(apis, NAMESPACE, WORKERS)
         kubelet = StandInKubelet(apis, NAMESPACE, WORKERS, tmp_path, s3.options, forward=True)
         kubelet.start()
 

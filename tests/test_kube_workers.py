@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from gvisor_harness import AGENT_TOKEN, INSTANCE, RUN_DIR
 from kube_emulator import emulated_api
-from kubelet import StandInKubelet
+from kubelet import StandInKubelet, create_worker_statefulset
 
 from backends.agent.api import Activate, Checkpoint, Outcome
 from backends.agent.client import AgentClient, AgentUnreachable
@@ -61,13 +61,7 @@ def test_worker_pods_serve_actors_and_a_pod_lost_mid_restore_loses_nothing(tmp_p
     v1 = f"file://{snapshots}/c1/v000001"
     with emulated_api(tmp_path) as api_server:
         apis = connect(api_server.url)
-        apis.apps.create_namespaced_stateful_set(NAMESPACE, {
-            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": WORKERS},
-            "spec": {"replicas": 0, "serviceName": WORKERS,
-                     "selector": {"matchLabels": {"app.kubernetes.io/name": WORKERS}},
-                     "template": {"metadata": {"labels": {"app.kubernetes.io/name": WORKERS}},
-                                  "spec": {"containers": [{"name": "agent", "image": "x"}]}}},
-        })  # fmt: skip
+        create_worker_statefulset(apis, NAMESPACE, WORKERS)
         kubelet = StandInKubelet(apis, NAMESPACE, WORKERS, tmp_path).start()
         pool = PodPool(apis.core, apis.apps, PoolSettings(NAMESPACE, WORKERS, watch_timeout_s=5))
         changes: list = []

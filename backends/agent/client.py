@@ -10,7 +10,9 @@ write a second snapshot. A 4xx answer is the caller's mistake and raises
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -25,6 +27,9 @@ from backends.agent.api import (
     Stop,
     order_json,
 )
+from control.messages import ObservedSandbox
+
+log = logging.getLogger("actormux.agent.client")
 
 
 class AgentRefused(RuntimeError):  # noqa: N818 - a verdict, not retried
@@ -108,3 +113,21 @@ class AgentClient:
                 return r.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
+
+
+async def observe_agents(
+    agents: Sequence[tuple[str, AgentClient]],
+) -> tuple[ObservedSandbox, ...] | None:
+    """What each ``(worker, agent)`` says runs on its worker, as the controller's
+    observations; None if any agent cannot say (a partial picture would mislead the
+    controller's reconciliation)."""
+    try:
+        states = await asyncio.gather(*(client.state() for _, client in agents))
+    except (AgentUnreachable, AgentRefused) as e:
+        log.warning("observed state skipped: %s", e)
+        return None
+    return tuple(
+        ObservedSandbox(view.actor, worker, view.generation)
+        for (worker, _), state in zip(agents, states, strict=True)
+        for view in state.sandboxes
+    )

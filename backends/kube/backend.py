@@ -31,7 +31,7 @@ from typing import Any
 from backends.agent import transfer
 from backends.agent.api import Activate, Outcome, Stop
 from backends.agent.api import Checkpoint as CheckpointOrder
-from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable
+from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable, observe_agents
 from backends.controlplane import ControlPlane
 from backends.gvisor.httpclient import ActorHTTPError
 from backends.gvisor.names import check_actor_id, sandbox_id
@@ -50,12 +50,10 @@ from control.messages import (
     CheckpointFinished,
     CheckpointOutcome,
     Observed,
-    ObservedSandbox,
     ObservedSnapshot,
     Restore,
     SandboxStopped,
     StopSandbox,
-    SuspendRequested,
     WorkerAdded,
     WorkerLost,
 )
@@ -169,18 +167,7 @@ class KubeBackend(ControlPlane):
     async def close(self, *, save: bool = True, timeout_s: float = 120.0) -> None:
         """Stop: with ``save`` (and still leading), checkpoint every running actor first;
         then let go of the pool, the agents, the Lease and Redis."""
-        for loop_task in self._loops:
-            loop_task.cancel()
-        if save and self._opened and not self.deposed.is_set():
-            deadline = self.now() + timeout_s
-            while (self._running or self._tasks) and self.now() < deadline:
-                for actor in list(self._running):
-                    self._dispatch(SuspendRequested(actor))
-                await asyncio.sleep(0.05)
-        self._stopped = True
-        for handle in self._timers:
-            handle.cancel()
-        await self._drain_tasks()
+        await self._wind_down(save=save and not self.deposed.is_set(), timeout_s=timeout_s)
         if hasattr(self, "pool"):
             self.pool.close()
         if self._pool_thread is not None:
@@ -409,19 +396,9 @@ class KubeBackend(ControlPlane):
     async def observe(self) -> None:
         """What every worker's agent says runs there; nothing if any cannot say."""
         taken = self.now()
-        workers = list(self.workers.items())
-        try:
-            states = await asyncio.gather(*(w.client.state() for _, w in workers))
-        except (AgentUnreachable, AgentRefused) as e:
-            log.warning("observed state skipped: %s", e)
+        seen = await observe_agents([(name, w.client) for name, w in self.workers.items()])
+        if seen is None or self._stopped:
             return
-        if self._stopped:
-            return
-        seen = tuple(
-            ObservedSandbox(view.actor, name, view.generation)
-            for (name, _), state in zip(workers, states, strict=True)
-            for view in state.sandboxes
-        )
         snapshots = tuple(ObservedSnapshot(a, v) for a, (v, _) in self._snapshots.items())
         self._dispatch(Observed(taken, seen, snapshots))
 

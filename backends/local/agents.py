@@ -41,7 +41,7 @@ from pathlib import Path
 
 from backends.agent.api import Activate, Outcome, Stop
 from backends.agent.api import Checkpoint as CheckpointOrder
-from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable
+from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable, observe_agents
 from backends.gvisor.names import WorkerNames, parse_sandbox_id
 from backends.local.driver import LocalBackend, LocalSettings
 from backends.local.store import SnapshotUnusable
@@ -51,7 +51,6 @@ from control.messages import (
     Checkpoint,
     CheckpointOutcome,
     Observed,
-    ObservedSandbox,
     ObservedSnapshot,
     Restore,
 )
@@ -265,18 +264,8 @@ class AgentLocalBackend(LocalBackend):
         """Report what each agent says runs on its worker, and the committed snapshots;
         nothing at all if any agent cannot say (a partial picture would mislead)."""
         taken = self.now()
-        agents = list(self.agents.values())
-        try:
-            states = await asyncio.gather(*(a.client.state() for a in agents))
-        except (AgentUnreachable, AgentRefused) as e:
-            log.warning("observed state skipped: %s", e)
+        seen = await observe_agents([(w, agent.client) for w, agent in self.agents.items()])
+        if seen is None or self._stopped:
             return
-        if self._stopped:
-            return
-        seen = tuple(
-            ObservedSandbox(view.actor, agent.worker.worker_id, view.generation)
-            for agent, state in zip(agents, states, strict=True)
-            for view in state.sandboxes
-        )
         snapshots = tuple(ObservedSnapshot(a, self.store.latest(a)) for a in self.store.actors())
         self._dispatch(Observed(taken, seen, snapshots))

@@ -68,7 +68,6 @@ from control.messages import (
     Restore,
     SandboxStopped,
     StopSandbox,
-    SuspendRequested,
     WorkerAdded,
 )
 from control.model import ActorState
@@ -199,18 +198,7 @@ class LocalBackend(ControlPlane):
         A backend that never took its instance's locks owns nothing and touches nothing."""
         if not self._locks:
             return
-        for loop_task in self._loops:
-            loop_task.cancel()
-        if save and self._opened:
-            deadline = time.monotonic() + timeout_s
-            while (self._running or self._tasks) and time.monotonic() < deadline:
-                for actor in list(self._running):
-                    self._dispatch(SuspendRequested(actor))
-                await asyncio.sleep(0.05)
-        self._stopped = True
-        for handle in self._timers:
-            handle.cancel()
-        await self._drain_tasks()
+        await self._wind_down(save=save, timeout_s=timeout_s)
         for actor, sandbox in list(self._running.items()):
             await self._kill(actor, sandbox)
         await self._close_workers()
