@@ -39,7 +39,7 @@ from backends.local.cleanup import leftovers
 pytestmark = pytest.mark.usefixtures("gvisor")
 
 
-WORKER_AGENTS = {False: (), True: ("backend.worker_agents=true",)}
+WORKER_AGENTS = {False: ("backend.worker_agents=false",), True: ("backend.worker_agents=true",)}
 
 
 class Serve:
@@ -89,9 +89,12 @@ def counts_after_increments(serve: Serve, actor: str, n: int) -> None:
         assert serve.post(actor)["count"] == i + 1
 
 
+@pytest.mark.parametrize("agents", [False, True], ids=["in_process", "worker_agents"])
 @pytest.mark.parametrize("failpoint", ["checkpoint.runsc_started", "checkpoint.before_commit"])
-def test_kill_9_of_serve_during_a_checkpoint_loses_no_acknowledged_update(tmp_path, failpoint):
-    serve = Serve(tmp_path).start(failpoint=failpoint)
+def test_kill_9_of_serve_during_a_checkpoint_loses_no_acknowledged_update(
+    tmp_path, failpoint, agents
+):
+    serve = Serve(tmp_path, *WORKER_AGENTS[agents]).start(failpoint=failpoint)
     try:
         assert admin(serve.admin_port, "create", "k1").returncode == 0
         counts_after_increments(serve, "k1", 3)  # three acknowledged updates
@@ -111,8 +114,9 @@ def test_kill_9_of_serve_during_a_checkpoint_loses_no_acknowledged_update(tmp_pa
     assert "stopped" in out
 
 
-def test_kill_9_of_serve_during_a_restore_loses_no_acknowledged_update(tmp_path):
-    serve = Serve(tmp_path).start()
+@pytest.mark.parametrize("agents", [False, True], ids=["in_process", "worker_agents"])
+def test_kill_9_of_serve_during_a_restore_loses_no_acknowledged_update(tmp_path, agents):
+    serve = Serve(tmp_path, *WORKER_AGENTS[agents]).start()
     try:
         assert admin(serve.admin_port, "create", "k1").returncode == 0
         counts_after_increments(serve, "k1", 2)

@@ -39,11 +39,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.agent.api import Activate, Outcome, Stop
+from backends.agent.api import Activate, Outcome, Result, Stop
 from backends.agent.api import Checkpoint as CheckpointOrder
 from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable, observe_agents
 from backends.gvisor.names import WorkerNames, parse_sandbox_id
 from backends.local.driver import LocalBackend, LocalSettings
+from backends.local.failpoints import armed, failpoint
 from backends.local.store import SnapshotUnusable
 from control.controller import Controller
 from control.messages import (
@@ -58,6 +59,7 @@ from control.messages import (
 log = logging.getLogger("actormux.local.agents")
 PR_SET_PDEATHSIG = 1
 AGENT_START_S = 60.0  # an agent that does not listen by then failed to start
+ARMED_CRASH_DELAY_S = 0.2  # an armed crash point waits this long into the agent's order
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -207,6 +209,17 @@ class AgentLocalBackend(LocalBackend):
     def _snapshot_uri(self, actor: str, version: int) -> str:
         return self.store.path(actor, version).as_uri()
 
+    async def _order(self, w: WorkerNames, order: Activate | CheckpointOrder, crash: str) -> Result:
+        """Give ``order`` to ``w``'s agent and wait for its result; with the ``crash``
+        failpoint armed, serve dies while the agent is carrying the order out."""
+        client = self.agents[w.worker_id].client
+        if not armed(crash):
+            return await client.order(order)
+        task = asyncio.ensure_future(client.order(order))
+        await asyncio.sleep(ARMED_CRASH_DELAY_S)  # the agent has the order and runs runsc
+        failpoint(crash)
+        return await task
+
     async def _start_sandbox(
         self, cmd: Restore, sandbox: str, w: WorkerNames, template: str
     ) -> tuple[ActivationOutcome, str] | None:
@@ -214,7 +227,7 @@ class AgentLocalBackend(LocalBackend):
         order = Activate(
             self._op(cmd.op), cmd.actor, cmd.generation, template, snapshot, cmd.version
         )
-        result = await self.agents[w.worker_id].client.order(order)
+        result = await self._order(w, order, "restore.runsc_started")
         if result.outcome is Outcome.OK:
             return None
         if result.outcome is Outcome.UNUSABLE:
@@ -234,8 +247,9 @@ class AgentLocalBackend(LocalBackend):
             self._op(cmd.op), cmd.actor, cmd.generation, cmd.version,
             self._snapshot_uri(cmd.actor, cmd.version), tuple(self._acked.get(cmd.actor, ())),
         )  # fmt: skip
-        result = await self.agents[w.worker_id].client.order(order)
+        result = await self._order(w, order, "checkpoint.runsc_started")
         if result.outcome is Outcome.OK:
+            failpoint("checkpoint.before_commit")
             try:
                 await asyncio.to_thread(self.store.record_published, cmd.actor, cmd.version)
             except SnapshotUnusable as e:  # the agent said ok, the store disagrees
