@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test lint typecheck pytest bench clean venv kind-up kind-down gke-up gke-down
+.PHONY: demo test lint typecheck pytest bench clean venv kind-up kind-down kind-bench gke-up gke-down gke-bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "actormux needs Python 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -53,11 +53,22 @@ kind-up:
 kind-down:
 	backends/kind/down.sh
 
+# After kind-up: `actormux bench real backend=kind` as a Job in the cluster, results
+# and plots in reports/bench/kind (BENCH_OVERRIDES="backend.duration_s=60" to change).
+kind-bench: $(VENV)/.runtime
+	backends/kube/bench.sh reports/bench/kind $(BENCH_OVERRIDES)
+	$(BIN)/actormux bench-report reports/bench/kind/real-kind.jsonl --out-dir reports/bench/kind
+
+
 gke-up:
 	backends/gke/up.sh
 
 gke-down:
 	backends/gke/down.sh
+
+gke-bench: $(VENV)/.runtime
+	backends/kube/bench.sh reports/bench/gke $(BENCH_OVERRIDES)
+	$(BIN)/actormux bench-report reports/bench/gke/real-gke.jsonl --out-dir reports/bench/gke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -5,9 +5,12 @@ backend reports events to it with real (monotonic) timestamps and carries out it
 commands; this base class does everything that does not touch a sandbox: the router's
 side (admission, completions, acknowledged requests, connections that failed), timers,
 background tasks, losses and the metric records. A subclass carries out ``Restore``,
-``Checkpoint``, ``StopSandbox``, ``DropActor`` and ``RetireWorker`` on its workers:
-:class:`backends.local.driver.LocalBackend` with runsc in-process, and
-:class:`backends.fleet.driver.FleetBackend` through worker agents.
+``Checkpoint``, ``StopSandbox``, ``DropActor`` and ``RetireWorker`` on its workers, and
+the lifecycle a run needs (``prepare``, ``open``, ``close``, ``golden_image``,
+``add_actor``, ``sample``): :class:`backends.local.driver.LocalBackend` (runsc in process,
+or through worker agents) and :class:`backends.kube.backend.KubeBackend` (worker pods).
+This class is the real backends' common interface; ``backends/protocol.py`` has the
+config side.
 
 Everything runs on one asyncio loop, so the controller is called from one thread.
 """
@@ -50,6 +53,16 @@ from control.messages import (
 
 log = logging.getLogger("actormux.controlplane")
 TIME_WAIT_S = 61.0  # netstack keeps a TIME_WAIT this long after the actor closed first
+
+
+@dataclass(frozen=True)
+class GoldenImage:
+    """A sealed checkpoint of a freshly started actor of ``template``: new actors can
+    start from (a copy of) it, so their first activation is a restore."""
+
+    template: str
+    bytes: int
+    location: str  # where the backend keeps it: a directory, or a snapshot URI
 
 
 @dataclass
@@ -102,6 +115,8 @@ class ControlPlane:
         self._timers: set[asyncio.TimerHandle] = set()
         self._opened = False
         self._stopped = False  # closing: no new sandbox work, no timers
+        # set when this control plane must stop acting (a cluster's deposed leader)
+        self.deposed = asyncio.Event()
 
     def now(self) -> float:
         """Seconds since the backend started (monotonic)."""
@@ -109,13 +124,38 @@ class ControlPlane:
 
     # ------------------------------------------------------------ what a subclass does
 
+    async def prepare(self) -> None:
+        """Take the state (and, on a cluster, the leadership) and the workers; recover
+        what an earlier run left. The controller owns nothing yet."""
+        raise NotImplementedError
+
+    def open(self) -> None:
+        """Hand the stored actors and the workers to the controller; start sampling and
+        observing. Needs the running event loop."""
+        raise NotImplementedError
+
+    async def close(self, *, save: bool = True, timeout_s: float = 120.0) -> None:
+        """Stop; with ``save``, checkpoint every running actor first."""
+        raise NotImplementedError
+
+    async def golden_image(self, template: str) -> GoldenImage:
+        """A sealed checkpoint of a fresh ``template`` actor (made before :meth:`open`)."""
+        raise NotImplementedError
+
+    def sample(self) -> None:
+        """Append one row to ``records.samples``."""
+        raise NotImplementedError
+
     def address(self, worker: str) -> tuple[str, int]:
         """Where a worker's actor answers."""
         raise NotImplementedError
 
-    async def add_actor(self, actor: str, template: str) -> None:
+    async def add_actor(
+        self, actor: str, template: str, *, golden: GoldenImage | None = None
+    ) -> None:
         """A new actor (``FileExistsError`` if taken, ``ValueError`` for a bad id or
-        template)."""
+        template); with ``golden``, its first snapshot is a copy of that image, so its
+        first activation is a restore."""
         raise NotImplementedError
 
     def recover_actor(self, actor: str, version: int) -> AdminResult:
@@ -136,6 +176,17 @@ class ControlPlane:
 
     async def _retire_worker(self, worker: str) -> None:
         raise NotImplementedError
+
+    async def wait_for_workers(self, count: int, timeout_s: float) -> None:
+        """Until the controller has ``count`` workers (a cluster's pods join as they
+        become ready); ``TimeoutError`` after ``timeout_s``."""
+        deadline = self.now() + timeout_s
+        while len(self.ctl.workers()) < count:
+            if self.now() > deadline:
+                raise TimeoutError(
+                    f"{len(self.ctl.workers())} of {count} workers joined in {timeout_s:g} s"
+                )
+            await asyncio.sleep(0.1)
 
     def admin(
         self, event: SuspendRequested | ResumeRequested | ActorDeleted | RecoverRequested

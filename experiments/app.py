@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -40,8 +41,8 @@ def run_experiment(cfg: DictConfig) -> None:
     spec = build_or_exit(cfg)
     for warning in spec.warnings:
         print(f"actormux: warning: {warning}", file=sys.stderr)
-    if spec.backend == "local":
-        run_local(cfg, spec, out_dir)
+    if spec.backend != "sim":
+        run_real(cfg, spec, out_dir)
         return
     output = simulate(spec)
     report = write_run(out_dir, spec, output)
@@ -55,30 +56,19 @@ def local_config_or_exit(
 ) -> LocalConfig:
     """The checked ``backend: local`` section, or exit: 2 for a bad config, 3 when gVisor
     cannot run on this machine (the message says why)."""
-    from omegaconf import OmegaConf
+    from experiments.deployments import deployment_or_exit
 
-    from backends.local.settings import local_config, runsc_unusable_reason
-
-    try:
-        lc = local_config(
-            OmegaConf.to_container(cfg.backend, resolve=True),  # type: ignore[arg-type]
-            workers=spec.workers,
-            state_dir=state_dir,
-            resume_on_every_request=spec.resume_on_every_request,
-        )
-    except ValueError as e:
-        exit_bad_config(e)
-    reason = runsc_unusable_reason(lc.settings.python)
-    if reason:
-        print(f"actormux: backend=local cannot run here: {reason}", file=sys.stderr)
-        sys.exit(3)
-    return lc
+    local = deployment_or_exit(cfg, spec, state_dir=state_dir)
+    if not isinstance(local, LocalConfig):
+        exit_bad_config(ValueError(f"needs backend=local (got backend={spec.backend})"))
+    return local
 
 
-def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
-    """``backend=local``: run for real, check, compare with the simulator, report."""
+def run_real(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
+    """``backend=local|kind|gke``: run for real, check, compare with the simulator, report."""
+    from experiments.deployments import deployment_or_exit
     from experiments.fidelity import fidelity_repeats, run_fidelity
-    from experiments.local_run import run_local_experiment
+    from experiments.real_run import run_real_experiment
 
     fidelity = cfg.get("fidelity") is not None
     if fidelity:
@@ -87,33 +77,43 @@ def run_local(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
         except ConfigError as e:
             exit_bad_config(e)
     if cfg.get("soak") is not None:
+        if spec.backend != "local":
+            exit_bad_config(ValueError("experiment=soak: needs backend=local (it kills "
+                                       "this machine's processes)"))  # fmt: skip
         run_soak_or_exit(cfg, spec, out_dir)
         return
-    lc = local_config_or_exit(cfg, spec, state_dir=out_dir / "state")
+    deployment = deployment_or_exit(cfg, spec, state_dir=out_dir / "state")
     if fidelity:
-        run_fidelity(cfg, spec, lc, out_dir)
+        run_fidelity(cfg, spec, deployment, out_dir)
         return
-    real = run_local_experiment(spec, lc, out_dir)
+    real = run_real_experiment(spec, deployment, out_dir)
+    spec = replace(spec, duration_s=real.output.result.duration_s)  # as played
     s, v = real.output.summary, real.verification
+    monitor = (
+        f"independent monitor, {s['monitor_samples']} samples, largest gap "
+        f"{s['monitor_max_gap_s']} s"
+        if s["monitor_samples"]
+        else "the driver's account from what the worker agents report"
+    )
     checks = (
         "## Correctness\n\n"
         f"Every actor that got requests ({v.actors_checked}) was read back through the router "
         f"after the load: lost updates {v.lost_updates} (silent; reported and named by the "
         f"backend: {v.reported_lost_updates}), unacknowledged updates "
         f"{v.unacknowledged_updates}, digest mismatches {v.digest_mismatches}, unreadable "
-        f"{v.unreadable}; double activations {s['double_activations']} (independent monitor, "
-        f"{s['monitor_samples']} samples, largest gap {s['monitor_max_gap_s']} s)."
+        f"{v.unreadable}; double activations {s['double_activations']} ({monitor})."
     )
+    label = f"real ({spec.backend})"
     compare = (
         "## Real vs simulated (same plan, same policies, `gvisor_local`-style latency model)\n\n"
-        + side_by_side(s, real.simulated.summary, ("real (local)", "simulated"))
+        + side_by_side(s, real.simulated.summary, (label, "simulated"))
     )
     (out_dir / "sim_summary.json").write_text(json.dumps(real.simulated.summary, indent=2) + "\n")
     report = write_run(out_dir, spec, real.output, (checks, compare))
-    print(f"{spec.experiment} (local, real gVisor):")
+    print(f"{spec.experiment} ({spec.backend}, real gVisor):")
     print(format_summary(s))
     print()
-    print(side_by_side(s, real.simulated.summary, ("real (local)", "simulated")))
+    print(side_by_side(s, real.simulated.summary, (label, "simulated")))
     print(f"report: {report}")
 
 

@@ -24,7 +24,7 @@ from workloads.agent import AgentWorkload
 from workloads.base import Workload
 from workloads.trace import TraceWorkload
 
-BACKENDS = ("sim", "local")
+BACKENDS = ("sim", "local", "kind", "gke")
 WORKLOADS: dict[str, Callable[[Mapping[str, Any], Path], Workload]] = {
     "agent": AgentWorkload.from_config,
     "trace": TraceWorkload.from_config,

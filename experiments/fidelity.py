@@ -30,10 +30,11 @@ import numpy as np
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
-from backends.local.settings import LocalConfig, local_config
+from backends.protocol import Deployment
 from experiments.build import ConfigError, RunSpec, build
 from experiments.calibrate import calibrate_run, write_profile
-from experiments.local_run import run_local_experiment
+from experiments.deployments import deployment, section_of
+from experiments.real_run import run_real_experiment
 from experiments.report import format_summary, plt, save_figure, write_run
 from experiments.runner import simulate
 from sim.calibration import concurrency_steps, jobs_from_records, solo_work
@@ -265,35 +266,42 @@ def fidelity_repeats(cfg: DictConfig) -> int:
     return repeats
 
 
-def calibration_overrides(overrides: list[str], lc: LocalConfig, workers: int) -> list[str]:
-    """The calibration run's config: the evaluation's actor images and workers, this
-    backend instance and port, and ``overrides`` (which may change the images)."""
-    sizes = lc.settings.agent_state_mb
-    return [
-        f"backend.template={lc.template}",
-        f"backend.agent_state_mb={list(sizes) if isinstance(sizes, tuple) else sizes}",
-        *overrides,
-        "backend=local",
-        f"backend.instance={lc.settings.instance}",
-        f"backend.port={lc.port}",
-        f"cluster.workers={workers}",
-    ]
+IMAGE_KEYS = ("template", "agent_state_mb")  # what the calibration run may change
 
 
-def run_fidelity(cfg: DictConfig, spec: RunSpec, lc: LocalConfig, out_dir: Path) -> list[ErrorRow]:
+def calibration_config(cfg: DictConfig, overrides: list[str], workers: int) -> DictConfig:
+    """The calibration run's config: ``overrides`` (which may change the actor images,
+    ``backend.template`` and ``backend.agent_state_mb``), on the evaluation's backend
+    section (same backend, instance, ports, cluster) and worker count."""
+    images = [f"backend.{k}={cfg.backend[k]}" for k in IMAGE_KEYS if k in cfg.backend]
+    composed = compose(
+        "config",
+        overrides=[
+            *images,
+            *overrides,
+            f"backend={cfg.backend.name}",
+            f"cluster.workers={workers}",
+        ],
+    )
+    backend = OmegaConf.merge(
+        cfg.backend, {k: composed.backend[k] for k in IMAGE_KEYS if k in composed.backend}
+    )
+    OmegaConf.set_struct(composed, False)
+    composed.backend = backend
+    return composed
+
+
+def run_fidelity(
+    cfg: DictConfig, spec: RunSpec, evaluation: Deployment, out_dir: Path
+) -> list[ErrorRow]:
     """The whole procedure of the module docstring; returns the error table."""
     overrides = [str(o) for o in cfg.fidelity.calibration.overrides]
-    cal_cfg = compose("config", overrides=calibration_overrides(overrides, lc, spec.workers))
+    cal_cfg = calibration_config(cfg, overrides, spec.workers)
     cal_spec = build(cal_cfg)
     cal_dir = out_dir / "calibration_run"
     print(f"1/3 calibration run ({' '.join(overrides)}) ...", file=sys.stderr, flush=True)
-    cal_lc = local_config(
-        OmegaConf.to_container(cal_cfg.backend, resolve=True),  # type: ignore[arg-type]
-        workers=cal_spec.workers,
-        state_dir=cal_dir / "state",
-        resume_on_every_request=cal_spec.resume_on_every_request,
-    )
-    cal_real = run_local_experiment(cal_spec, cal_lc, cal_dir)
+    cal_deployment = deployment(section_of(cal_cfg), cal_spec, state_dir=cal_dir / "state")
+    cal_real = run_real_experiment(cal_spec, cal_deployment, cal_dir)
     write_run(cal_dir, cal_spec, cal_real.output)
     (cal_dir / ".hydra").mkdir(exist_ok=True)
     OmegaConf.save(cal_cfg, cal_dir / ".hydra" / "config.yaml")
@@ -302,14 +310,14 @@ def run_fidelity(cfg: DictConfig, spec: RunSpec, lc: LocalConfig, out_dir: Path)
     calibrated = latency_from_config(OmegaConf.to_container(OmegaConf.load(profile)))  # type: ignore[arg-type]
     repeats = fidelity_repeats(cfg)
     print("2/3 evaluation run ...", file=sys.stderr, flush=True)
-    real = run_local_experiment(spec, lc, out_dir)
+    real = run_real_experiment(spec, evaluation, out_dir)
     others = []
     for k in range(1, repeats):  # the same requests again: how much does reality move?
         print(f"2/3 evaluation run, repeat {k + 1} of {repeats} ...", file=sys.stderr, flush=True)
         again = out_dir / f"repeat_{k + 1}"
         again.mkdir(exist_ok=True)
-        others.append(run_local_experiment(spec, replace(lc, settings=replace(
-            lc.settings, state_dir=again / "state")), again).output)  # fmt: skip
+        fresh = deployment(section_of(cfg), spec, state_dir=again / "state")
+        others.append(run_real_experiment(spec, fresh, again).output)
         write_run(again, spec, others[-1])
     print("3/3 simulating the same requests with the calibrated profile ...", file=sys.stderr)
     duration = real.output.result.duration_s

@@ -47,7 +47,7 @@ from backends.local.settings import LocalConfig
 from backends.state import LossRow
 from control.metrics import REQUEST_COLUMNS, percentiles
 from experiments.build import ConfigError, RunSpec
-from experiments.local_run import read_back, reported_losses, unnamed_losses, verify
+from experiments.real_run import read_back, reported_losses, unnamed_losses, verify
 from workloads.loadtest import LocustProcess, start_locust
 from workloads.plan import Plan
 

@@ -11,9 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from omegaconf import OmegaConf
 
-from backends.local.settings import local_config
 from control.controller import Controller
 from control.policies import AfterEachRequest, LruPlacement, QueueWithDeadline
 from experiments.bench import Regression, compare, metrics_of
@@ -281,17 +279,23 @@ def test_fidelity_refuses_bad_repeats_before_any_real_run(tmp_path):
 
 
 def test_fidelity_calibrates_on_the_evaluations_images_unless_told_otherwise(compose_cfg):
-    from experiments.fidelity import calibration_overrides
+    from hydra import initialize_config_dir
+
+    from experiments.app import CONF_DIR
+    from experiments.fidelity import calibration_config
 
     sizes = "backend.agent_state_mb=[4,48]"
-    cfg = compose_cfg("experiment=fidelity", "backend.template=agent", sizes)
-    lc = local_config(OmegaConf.to_container(cfg.backend, resolve=True), workers=8)
+    cfg = compose_cfg("experiment=fidelity", "backend.template=agent", sizes,
+                      "backend.instance=9", "backend.port=8123")  # fmt: skip
     base = [str(o) for o in cfg.fidelity.calibration.overrides]
-    cal = compose_cfg(*calibration_overrides(base, lc, 8))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cal = calibration_config(cfg, base, 8)
+        mine = calibration_config(cfg, [*base, "backend.template=counter"], 8)
     assert cal.backend.template == "agent" and list(cal.backend.agent_state_mb) == [4, 48]
     assert cal.workload.name == "bursty" and cal.seed == 1 and cal.cluster.workers == 8
-    mine = compose_cfg(*calibration_overrides([*base, "backend.template=counter"], lc, 8))
+    assert (cal.backend.name, cal.backend.instance, cal.backend.port) == ("local", 9, 8123)
     assert mine.backend.template == "counter"
+    assert list(mine.backend.agent_state_mb) == [4, 48] and mine.backend.instance == 9
 
 
 @pytest.mark.parametrize(

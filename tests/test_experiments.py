@@ -72,7 +72,7 @@ def test_demo_experiment_is_the_headline_case(compose_cfg):
         ),
         ("policy.suspension.ttl_s=-5", "policy.suspension: ttl_s: must be a finite number >= 0"),
         ("policy.admission.timeout_s=0", "policy.admission: timeout_s: must be"),
-        ("backend.name=gke", "backend.name: unknown 'gke'; allowed: sim, local"),
+        ("backend.name=ecs", "backend.name: unknown 'ecs'; allowed: sim, local, kind, gke"),
         ("policy.placement._target_=collections.OrderedDict", "is not a placement policy"),
         ("faults.restore_failure_rate=1.5", "faults.restore_failure_rate: must be between 0 and 1"),
         ("faults.worker_replacement_s=0", "faults.worker_replacement_s: must be > 0"),

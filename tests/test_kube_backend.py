@@ -111,13 +111,24 @@ def test_the_control_plane_serves_moves_and_fails_over_on_an_emulated_cluster(
                     f"{snapshots.removeprefix('s3://')}/k1/v000002/manifest.json"))  # fmt: skip
                 assert written.requests == ("k1-1",) and written.generation == 2
                 assert first.double_activations() == 0
+                # k2 takes one more update and stays running: only its sandbox holds it.
+                async with aiohttp.ClientSession() as session:
+                    reply = await call(session, port, "k2", "k2-running")
+                assert reply["count"] == counts["k2"] + 1
+                counts["k2"] += 1
+                assert first.ctl.actor("k2").state == "running"
 
                 # The leader is paused (it stops renewing); a second control plane takes
                 # the Lease once it has expired, and claims the state with a newer token.
+                # Before it serves, it saves what the first one left running (k2's
+                # sandbox, as a new snapshot), rather than restore k2 from an older one.
                 first._loops[2].cancel()
+                first._loops[1].cancel()  # paused: it does not observe either
                 second = KubeBackend(settings("cp-b"), controller())
                 await second.prepare()
                 assert second.state.token == first.state.token + 1
+                assert second.saved_on_takeover == {"k2": 3}
+                assert second.records.losses == []
                 second.open()
                 # The paused leader wakes up and tries to write: refused, and it stops.
                 with pytest.raises(Deposed):

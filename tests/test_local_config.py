@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from backends.gvisor.catalog import default_templates
-from backends.local.driver import LocalSettings
 from backends.local.settings import local_config
-from experiments.local_run import actor_templates, real_snapshot_bytes
+from experiments.real_run import real_snapshot_bytes
 
 MIB = 1 << 20
 BASE = {
@@ -21,10 +18,6 @@ BASE = {
     "max_header_bytes": 16384, "header_timeout_s": 10, "body_timeout_s": 30,
     "idle_timeout_s": 60, "max_connections": 1024,
 }  # fmt: skip
-
-
-def settings(sizes: int | tuple[int, ...]) -> LocalSettings:
-    return LocalSettings(state_dir=Path("/s"), runtime_dir=Path("/r"), agent_state_mb=sizes)
 
 
 def test_agent_state_sizes_may_be_one_or_a_list():
@@ -61,11 +54,15 @@ def test_each_size_is_a_template_and_agent_is_the_first():
 
 
 def test_experiment_actors_take_the_sizes_in_turn():
-    assert actor_templates("agent", settings((4, 32)), 5) == [
+    def templates(template: str, sizes: int | list[int], actors: int) -> list[str]:
+        config = local_config({**BASE, "template": template, "agent_state_mb": sizes}, workers=2)
+        return config.actor_templates(actors)
+
+    assert templates("agent", [4, 32], 5) == [
         "agent-4", "agent-32", "agent-4", "agent-32", "agent-4",
     ]  # fmt: skip
-    assert actor_templates("agent", settings(16), 2) == ["agent", "agent"]
-    assert actor_templates("counter", settings((4, 32)), 2) == ["counter", "counter"]
+    assert templates("agent", 16, 2) == ["agent", "agent"]
+    assert templates("counter", [4, 32], 2) == ["counter", "counter"]
 
 
 def test_simulator_gets_the_sizes_the_run_measured():

@@ -105,3 +105,51 @@ def test_the_kind_workflow_uses_only_what_exists():
                 assert (ROOT / word).is_file(), word
         if run.startswith("make "):
             assert f"\n{run.split()[1]}:" in makefile, run
+
+
+BENCH = ROOT / "backends/kube/bench"
+
+
+def _pods(objects: list[dict]) -> dict[str, dict]:
+    """Name -> pod spec of every Deployment, StatefulSet and Job."""
+    return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objects
+            if o["kind"] in ("Deployment", "StatefulSet", "Job")}  # fmt: skip
+
+
+def test_the_bench_job_validates_and_gets_what_its_config_reads():
+    (job,) = render(BENCH)
+    kubernetes_validate.validate(job, KUBERNETES, strict=True)
+    assert job["metadata"]["namespace"] == "actormux"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {var["name"]: var for var in container["env"]}
+    config = (ROOT / "conf/backend/kind.yaml").read_text()
+    for name in ("ACTORMUX_NAMESPACE", "ACTORMUX_REDIS_URL", "ACTORMUX_SNAPSHOTS",
+                 "ACTORMUX_STORAGE_OPTIONS"):  # fmt: skip
+        assert "${oc.env:" + name in config, name  # what conf/backend/kind.yaml reads ...
+        assert name in env, name  # ... the Job gives
+    # The ConfigMap keys it takes are the ones the up scripts make (secrets.sh).
+    made = (ROOT / "backends/kube/secrets.sh").read_text()
+    for var in env.values():
+        ref = var.get("valueFrom", {}).get("configMapKeyRef")
+        if ref:
+            assert f"--from-literal={ref['key']}=" in made, ref
+    # The agent token is mounted where the config's default looks for it.
+    mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["agent-token"]
+    assert f"ACTORMUX_AGENT_TOKEN_FILE,{mount}/token}}" in config
+    assert "actormux bench real" in container["args"][0]
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_pods_that_run_as_the_images_user_can_read_their_secrets(overlay):
+    """The control image runs as 65534 (USER in its Dockerfile): its pods must run as
+    that user with that fsGroup, and their secret files must be group-readable."""
+    dockerfile = (ROOT / "backends/kube/images/control.Dockerfile").read_text()
+    assert "\nUSER 65534:65534\n" in dockerfile
+    pods = _pods(render(OVERLAYS[overlay]) + render(BENCH))
+    for name in ("actormux-control", "actormux-bench"):
+        pod = pods[name]
+        context = pod["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (65534,) * 3
+        for volume in pod["volumes"]:
+            if "secret" in volume:
+                assert volume["secret"]["defaultMode"] & 0o040, (name, volume)

@@ -15,9 +15,11 @@ wrong). ``file://`` snapshots are checked in place, never copied.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -179,3 +181,44 @@ def published(root: str, actor: str, options: StorageOptions | None = None) -> d
             if snapshot.actor == actor and snapshot.version == int(name[1:]):
                 found[snapshot.version] = snapshot.bytes
     return found
+
+
+def copy(
+    source: str, destination: str, *, actor: str, version: int,
+    options: StorageOptions | None = None,
+) -> Snapshot:  # fmt: skip
+    """Publish the snapshot at ``source`` again at ``destination`` as ``actor``'s
+    ``version`` (generation 0, no requests): how a new actor starts from a golden image.
+    The files are copied inside the store (hard links on ``file://``, server-side copies
+    on an object store), the manifest written last; raises :class:`Unusable` if
+    ``source`` holds no snapshot, :class:`AlreadyPublishedError` if ``destination`` does."""
+    options = options or {}
+    path = local_path(source)
+    if path is not None:
+        found = manifest.read(path)
+    else:
+        fs, root = _filesystem(source, options)
+        try:
+            found = manifest.from_json(fs.cat_file(f"{root}/{MANIFEST}"))
+        except (FileNotFoundError, ValueError):
+            found = None
+    if found is None:
+        raise Unusable(f"{source}: its manifest is missing or unreadable")
+    snapshot = Snapshot(actor, version, 0, found.files, time.time())
+    if path is not None:
+        _publish_file(path, snapshot, Path(destination.removeprefix("file://")))
+        return snapshot
+    fs, target = _filesystem(destination, options)
+    if fs.exists(f"{target}/{MANIFEST}"):
+        raise AlreadyPublishedError(f"{destination} already holds a snapshot")
+    for f in found.files:
+        fs.copy(f"{root}/{f.name}", f"{target}/{f.name}")
+    fs.pipe_file(f"{target}/{MANIFEST}", manifest.to_json(snapshot).encode())
+    return snapshot
+
+
+def remove_tree(root: str, options: StorageOptions | None = None) -> None:
+    """Remove everything under the URI ``root`` (a finished run's own snapshots)."""
+    fs, base = _filesystem(root, options or {})
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(base, recursive=True)

@@ -46,7 +46,7 @@ for image in worker control; do
         -t "${registry}/actormux-${image}:latest" .
     docker push "${registry}/actormux-${image}:latest"
 done
-backends/kube/secrets.sh redis://actormux-redis:6379/0 "gs://${bucket}/snapshots" '{}'
+backends/kube/secrets.sh gke redis://actormux-redis:6379/0 "gs://${bucket}/snapshots" '{}'
 kubectl apply -k backends/gke/manifests
 for ksa in actormux-control actormux-worker; do
     kubectl -n actormux annotate serviceaccount "$ksa" --overwrite \

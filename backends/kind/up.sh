@@ -16,7 +16,7 @@ if ! kubectl -n "$ns" get secret actormux-object-store >/dev/null 2>&1; then
         --from-literal=AWS_ACCESS_KEY_ID="actormux$(openssl rand -hex 4)" \
         --from-literal=AWS_SECRET_ACCESS_KEY="$(openssl rand -hex 24)"
 fi
-backends/kube/secrets.sh redis://actormux-redis:6379/0 s3://actormux/snapshots \
+backends/kube/secrets.sh kind redis://actormux-redis:6379/0 s3://actormux/snapshots \
     '{"s3": {"endpoint_url": "http://actormux-minio:9000"}}'
 kubectl apply -k backends/kind/manifests
 kubectl -n "$ns" rollout status statefulset/actormux-redis --timeout=300s

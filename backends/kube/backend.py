@@ -32,7 +32,7 @@ from backends.agent import transfer
 from backends.agent.api import Activate, Outcome, Stop
 from backends.agent.api import Checkpoint as CheckpointOrder
 from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable, observe_agents
-from backends.controlplane import ControlPlane
+from backends.controlplane import ControlPlane, GoldenImage
 from backends.gvisor.httpclient import ActorHTTPError
 from backends.gvisor.names import check_actor_id, sandbox_id
 from backends.gvisor.probe import wait_ready
@@ -86,6 +86,10 @@ class KubeSettings:
     observe_interval_s: float = 2.0
     checkpoint_settle_s: float = 0.02
     require_fsync: bool = True  # Redis must fsync every write (see redis_state.py)
+    workers: int | None = None  # scale the StatefulSet to this at prepare (None: leave it)
+    workers_timeout_s: float = 600.0  # for that many worker pods to become ready
+    state_namespace: str | None = None  # the Redis namespace (None: ``namespace``)
+    resume_on_every_request: bool = False  # the router asks the controller every time
 
 
 @dataclass
@@ -101,19 +105,23 @@ class KubeBackend(ControlPlane):
     def __init__(
         self, settings: KubeSettings, controller: Controller, *, apis: KubeAPIs | None = None
     ) -> None:
-        super().__init__(controller, request_timeout_s=settings.request_timeout_s)
+        super().__init__(
+            controller, request_timeout_s=settings.request_timeout_s,
+            resume_on_every_request=settings.resume_on_every_request,
+        )  # fmt: skip
         self.settings = settings
         self.apis = apis
         self.state: RedisState
         self.elector: LeaseElector
         self.pool: PodPool
         self.workers: dict[str, _Worker] = {}
-        self.deposed = asyncio.Event()  # set when this control plane must stop acting
         self._run = secrets.token_hex(4)
         self._running: dict[str, tuple[str, int]] = {}  # actor -> (worker, generation)
         self._snapshots: dict[str, tuple[int, int]] = {}  # actor -> (version, bytes)
         self._pool_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready_pods: list[WorkerPod] = []  # the ready pods prepare saw
+        self.saved_on_takeover: dict[str, int] = {}  # actor -> snapshot version saved
 
     # ------------------------------------------------------------ lifecycle
 
@@ -133,13 +141,88 @@ class KubeBackend(ControlPlane):
             await asyncio.sleep(settings.lease_duration_s / 5)
             leadership = await asyncio.to_thread(self.elector.try_lead)
         self.state = RedisState(
-            settings.redis_url, namespace=settings.namespace, token=leadership.token,
-            require_fsync=settings.require_fsync,
+            settings.redis_url, namespace=settings.state_namespace or settings.namespace,
+            token=leadership.token, require_fsync=settings.require_fsync,
         )  # fmt: skip
         await self.state.offload(self.state.claim)
         self.records.losses.extend(await self.state.offload(self.state.losses))
-        self.pool = PodPool(self.apis.core, self.apis.apps,
-                            PoolSettings(settings.namespace, settings.statefulset))  # fmt: skip
+        pool_settings = PoolSettings(settings.namespace, settings.statefulset)
+        self.pool = PodPool(self.apis.core, self.apis.apps, pool_settings)
+        if settings.workers is not None:
+            await asyncio.to_thread(self.pool.scale, settings.workers)
+            self._ready_pods = await self._wait_for_pods(pool_settings, settings.workers)
+        else:
+            self._ready_pods = await self._wait_for_pods(pool_settings, 0)
+        await self._save_what_runs(self._ready_pods)
+
+    async def _save_what_runs(self, pods: list[WorkerPod]) -> None:
+        """Before this control plane serves: checkpoint every sandbox an earlier one
+        left running on the worker pods (a crashed or deposed leader's, with updates it
+        acknowledged since the actor's last snapshot), and stop the ones no stored actor
+        owns (older activations, deleted actors). A sandbox that cannot be saved is
+        stopped and its loss reported, never silently replaced by an older snapshot."""
+        owners = {row.id: row.generation for row in await self.state.offload(self.state.actors)}
+        for pod in pods:
+            client = AgentClient(pod.url, self.settings.agent_token, give_up_s=10.0)
+            try:
+                views = (await client.state()).sandboxes
+                for view in views:
+                    if owners.get(view.actor) == view.generation:
+                        await self._save_left_running(client, pod, view.actor, view.generation)
+                    else:
+                        await client.order(Stop(self._op(f"stop-left-{view.sandbox}"),
+                                                view.actor, view.generation))  # fmt: skip
+                        log.warning("stopped %s on %s: no stored actor owns it", view.sandbox,
+                                    pod.name)  # fmt: skip
+            except (AgentUnreachable, AgentRefused) as e:
+                log.error("worker %s's agent cannot say what runs there: %s", pod.name, e)
+            finally:
+                await client.close()
+
+    async def _save_left_running(
+        self, client: AgentClient, pod: WorkerPod, actor: str, generation: int
+    ) -> None:
+        published = await asyncio.to_thread(transfer.published, self.settings.snapshots, actor,
+                                            self.settings.storage_options)  # fmt: skip
+        version = max(published, default=0) + 1
+        destination = transfer.snapshot_uri(self.settings.snapshots, actor, version)
+        sandbox = sandbox_id(actor, generation, self.settings.instance)
+        result = None
+        for attempt in range(6):
+            await asyncio.sleep(DIRTY_SETTLE_S * attempt)  # let abandoned connections end
+            result = await client.order(CheckpointOrder(
+                self._op(f"save-{actor}-g{generation}-{attempt}"), actor, generation, version,
+                destination))  # fmt: skip
+            if result.outcome is not Outcome.DECLINED:
+                break
+        if result is not None and result.outcome is Outcome.OK:
+            await self._write(self.state.sandbox_stopped, sandbox)
+            self.saved_on_takeover[actor] = version
+            log.warning("saved %s (generation %d), left running on %s, as v%d", actor,
+                        generation, pod.name, version)  # fmt: skip
+            return
+        reason = "left running by an earlier control plane, and it could not be saved"
+        if result is not None:
+            reason += f" ({result.outcome}: {result.reason})"
+        await client.order(Stop(self._op(f"stop-unsaved-{sandbox}"), actor, generation))
+        await self._write(self.state.sandbox_stopped, sandbox)
+        self._record_loss(actor, generation, version - 1, reason, known=False)
+
+    async def _wait_for_pods(self, pool_settings: PoolSettings, count: int) -> list[WorkerPod]:
+        """The ready worker pods, once there are ``count`` (listed apart from the pool,
+        which must see them as new when it starts)."""
+        listing = PodPool(self.pool.core, self.pool.apps, pool_settings)
+        deadline = self.now() + self.settings.workers_timeout_s
+        while True:
+            await asyncio.to_thread(listing.resync)
+            if len(listing.workers) >= count:
+                return sorted(listing.workers.values(), key=lambda w: w.name)
+            if self.now() > deadline:
+                raise TimeoutError(
+                    f"{len(listing.workers)} of {count} worker pods ready after "
+                    f"{self.settings.workers_timeout_s:g} s"
+                )
+            await asyncio.sleep(1.0)
 
     def open(self) -> None:
         """Hand the stored actors to the controller; start following the pool, renewing
@@ -246,15 +329,60 @@ class KubeBackend(ControlPlane):
 
     # ------------------------------------------------------------ actors
 
-    async def add_actor(self, actor: str, template: str) -> None:
-        """A new actor (cold: its first activation starts from its template)."""
-        check_actor_id(actor)
+    def _check_template(self, template: str) -> None:
         if template not in self.settings.templates:
             raise ValueError(f"unknown template {template!r}; allowed: {self.settings.templates}")
+
+    async def add_actor(
+        self, actor: str, template: str, *, golden: GoldenImage | None = None
+    ) -> None:
+        """A new actor: cold (its first activation starts from its template), or, with
+        ``golden``, starting from a copy of that image made in the object store."""
+        check_actor_id(actor)
+        self._check_template(template)
         if self.ctl.actor(actor) is not None:
             raise FileExistsError(f"actor {actor!r} already exists")
+        size, version = 0, 0
+        if golden is not None:
+            destination = transfer.snapshot_uri(self.settings.snapshots, actor, 1)
+            copied = await asyncio.to_thread(
+                transfer.copy, golden.location, destination, actor=actor, version=1,
+                options=self.settings.storage_options,
+            )  # fmt: skip
+            size, version = copied.bytes, 1
+            self._snapshots[actor] = (version, size)
         await self._write(self.state.add_actor, actor, template)
-        self._dispatch(ActorCreated(actor, template, 0, 0))
+        if self._opened:
+            self._dispatch(ActorCreated(actor, template, size, version))
+
+    async def golden_image(self, template: str) -> GoldenImage:
+        """A checkpoint of a fresh ``template`` actor, made through the first worker
+        pod's agent before :meth:`open` and kept under ``<snapshots>/.golden/<run>``."""
+        if self._opened:
+            raise RuntimeError("golden images are made before open()")
+        self._check_template(template)
+        if not self._ready_pods:
+            raise RuntimeError("golden images need worker pods: set KubeSettings.workers")
+        pod = self._ready_pods[0]
+        client = AgentClient(pod.url, self.settings.agent_token, give_up_s=30.0)
+        actor = f"golden-{template}"
+        uri = transfer.snapshot_uri(f"{self.settings.snapshots}/.golden/{self._run}", actor, 1)
+        try:
+            started = await client.order(Activate(self._op(f"golden-{template}"), actor, 1,
+                                                  template))  # fmt: skip
+            if started.outcome is not Outcome.OK:
+                raise RuntimeError(f"golden {template} did not start: {started.reason}")
+            for attempt in range(5):
+                await asyncio.sleep(DIRTY_SETTLE_S * attempt)
+                result = await client.order(CheckpointOrder(
+                    self._op(f"golden-{template}-{attempt}"), actor, 1, 1, uri))  # fmt: skip
+                if result.outcome is not Outcome.DECLINED:
+                    break
+            if result.outcome is not Outcome.OK:
+                raise RuntimeError(f"golden {template} checkpoint: {result.reason}")
+        finally:
+            await client.close()
+        return GoldenImage(template, result.bytes, uri)
 
     async def _drop(self, actor: str) -> None:
         await self._write(self.state.delete_actor, actor)

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.controlplane import ControlPlane
+from backends.controlplane import ControlPlane, GoldenImage
 from backends.gvisor import firewall, netns, tcpstate
 from backends.gvisor.bundle import write_bundle
 from backends.gvisor.catalog import Template, default_templates
@@ -98,7 +98,9 @@ class LocalSettings:
     keep_snapshots: int = 2  # newest versions kept per actor (the previous one for repair)
     runsc: str = "runsc"
     resume_on_every_request: bool = False
-    worker_agents: bool = False  # run each worker through a worker agent process
+    # run each worker through a worker agent process (conf/backend/local.yaml: true;
+    # settings made in code, as the tests' harness does, choose per test)
+    worker_agents: bool = False
 
 
 class LocalBackend(ControlPlane):
@@ -217,15 +219,15 @@ class LocalBackend(ControlPlane):
 
     # ------------------------------------------------------------ actors
 
-    async def add_actor(self, actor: str, template: str) -> None:
-        """:meth:`create_actor` (cold), for the admin API."""
-        self.create_actor(actor, template)
-
-    def create_actor(
-        self, actor: str, template: str, *, golden: tuple[Snapshot, Path] | None = None
+    async def add_actor(
+        self, actor: str, template: str, *, golden: GoldenImage | None = None
     ) -> None:
-        """A new actor; with ``golden`` (a sealed image and its directory), its first
-        snapshot is that image, hard-linked, so its first activation is a restore."""
+        """:meth:`create_actor`, for the admin API and runs."""
+        self.create_actor(actor, template, golden=golden)
+
+    def create_actor(self, actor: str, template: str, *, golden: GoldenImage | None = None) -> None:
+        """A new actor; with ``golden``, its first snapshot is that image, hard-linked,
+        so its first activation is a restore."""
         check_actor_id(actor)
         if template not in self.templates:
             raise ValueError(f"unknown template {template!r}; allowed: {sorted(self.templates)}")
@@ -235,7 +237,11 @@ class LocalBackend(ControlPlane):
             raise FileExistsError(f"snapshots of {actor!r} exist without an actor; delete them")
         version, size = 0, 0
         if golden is not None:
-            size = self.store.link(actor, 1, *golden).bytes
+            directory = Path(golden.location)
+            sealed = self.store.manifest_in(directory)
+            if sealed is None:
+                raise FileNotFoundError(f"no sealed golden image in {directory}")
+            size = self.store.link(actor, 1, sealed, directory).bytes
             version = 1
         self.state.add_actor(actor, template)
         if self._opened:
@@ -272,7 +278,7 @@ class LocalBackend(ControlPlane):
             self._record_loss(actor, known.generation, version, why, lost, known=known_all)
         return result
 
-    async def golden_image(self, template: str) -> tuple[Snapshot, Path]:
+    async def golden_image(self, template: str) -> GoldenImage:
         """A sealed checkpoint of a freshly started ``template`` actor (before any
         request), made on worker w0 before the controller owns the workers."""
         if self._opened:
@@ -281,7 +287,7 @@ class LocalBackend(ControlPlane):
         if target.is_dir():
             sealed = self.store.manifest_in(target)
             if sealed is not None:
-                return sealed, target
+                return GoldenImage(template, sealed.bytes, str(target))
             shutil.rmtree(target)
         w = self.workers["w0"]
         sandbox = f"golden_{template}_i{self.settings.instance}"
@@ -300,7 +306,7 @@ class LocalBackend(ControlPlane):
         finally:
             self.runsc.kill_process(sandbox)
             await self.runsc.delete(sandbox, w.netns_path)
-        return sealed, target
+        return GoldenImage(template, sealed.bytes, str(target))
 
     def address(self, worker: str) -> tuple[str, int]:
         """Where a worker's actor answers."""

@@ -8,11 +8,16 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from backends.config import boolean, duration, integer, ports, positive, router_limits, template
+from backends.controlplane import ControlPlane
+from backends.gvisor.catalog import agent_template_name
 from backends.gvisor.names import MAX_INSTANCE
 from backends.local.agents import AgentLocalBackend
+from backends.local.cleanup import cleanup
 from backends.local.driver import LocalBackend, LocalSettings
+from backends.local.monitor import MonitorProcess
 from backends.local.router import RouterLimits
 from control.controller import Controller
 from control.recovery import RecoverySettings
@@ -22,7 +27,8 @@ RUN_BASE = Path("/run/actormux")
 
 @dataclass(frozen=True)
 class LocalConfig:
-    """Everything ``backend=local`` needs: settings for the driver, and the router's."""
+    """Everything ``backend=local`` needs: settings for the driver, and the router's
+    (a :class:`backends.protocol.Deployment`)."""
 
     settings: LocalSettings
     port: int
@@ -32,6 +38,17 @@ class LocalConfig:
     template: str
     router: RouterLimits
     duration_s: float | None
+    name: str = "local"
+
+    @property
+    def workers(self) -> int:
+        """Worker slots on this machine."""
+        return self.settings.workers
+
+    @property
+    def request_timeout_s(self) -> float:
+        """Router -> actor."""
+        return self.settings.request_timeout_s
 
     def recovery(self, configured: RecoverySettings) -> RecoverySettings:
         """The controller's deadlines for this backend: a forwarded request is abandoned
@@ -49,37 +66,38 @@ class LocalConfig:
             return AgentLocalBackend(self.settings, controller)
         return LocalBackend(self.settings, controller)
 
+    def actor_templates(self, actors: int) -> list[str]:
+        """Each actor's template: ``template``, or, for ``agent`` with several state
+        sizes, ``agent-<MiB>`` with the sizes taken in turn (so snapshot sizes vary)."""
+        sizes = self.settings.agent_state_mb
+        if self.template != "agent" or isinstance(sizes, int) or len(sizes) == 1:
+            return [self.template] * actors
+        return [agent_template_name(sizes[i % len(sizes)]) for i in range(actors)]
 
-def _int(cfg: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"backend.{key}: must be an integer {lo}..{hi} (got {value!r})")
-    return value
+    def before_run(self) -> None:
+        """Remove what an earlier crash of this instance left."""
+        cleanup(self.settings.instance)
+
+    def after_run(self) -> None:
+        """Remove the run's sandboxes, namespaces and snapshots."""
+        cleanup(self.settings.instance)
+        shutil.rmtree(self.settings.state_dir, ignore_errors=True)
+
+    def start_monitor(self, backend: ControlPlane, out: Path) -> MonitorProcess:
+        """The independent monitor process, reading runsc's state directory."""
+        assert isinstance(backend, LocalBackend)
+        return MonitorProcess(backend.runsc.root, self.settings.instance, out)
 
 
 def _sizes(cfg: Mapping[str, Any], key: str) -> int | tuple[int, ...]:
     """An integer 1..4096, or a non-empty list of distinct ones."""
     value = cfg.get(key)
     if not isinstance(value, list | tuple):
-        return _int(cfg, key, 1, 4096)
-    sizes = tuple(_int({key: v}, key, 1, 4096) for v in value)
+        return integer(cfg, key, 1, 4096)
+    sizes = tuple(integer({key: v}, key, 1, 4096) for v in value)
     if not sizes or len(set(sizes)) != len(sizes):
         raise ValueError(f"backend.{key}: a list of sizes must be non-empty and distinct")
     return sizes
-
-
-def _bool(cfg: Mapping[str, Any], key: str) -> bool:
-    value = cfg.get(key, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"backend.{key}: must be true or false (got {value!r})")
-    return value
-
-
-def _pos(cfg: Mapping[str, Any], key: str) -> float:
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"backend.{key}: must be a number > 0 (got {value!r})")
-    return float(value)
 
 
 def local_config(
@@ -87,14 +105,8 @@ def local_config(
     resume_on_every_request: bool = False,
 ) -> LocalConfig:  # fmt: skip
     """Check the ``backend`` section; ``state_dir`` overrides ``backend.state_dir``."""
-    instance = _int(cfg, "instance", 0, MAX_INSTANCE)
-    port, admin_port = _int(cfg, "port", 1, 65535), _int(cfg, "admin_port", 1, 65535)
-    if port == admin_port:
-        raise ValueError("backend.admin_port: must differ from backend.port")
-    template = cfg.get("template")
-    if template not in ("counter", "agent"):
-        raise ValueError(f"backend.template: unknown {template!r}; allowed: counter, agent")
-    duration = cfg.get("duration_s")
+    instance = integer(cfg, "instance", 0, MAX_INSTANCE)
+    port, admin_port = ports(cfg)
     settings = LocalSettings(
         state_dir=Path(state_dir if state_dir is not None else str(cfg.get("state_dir"))),
         runtime_dir=RUN_BASE / str(instance),
@@ -102,14 +114,14 @@ def local_config(
         workers=workers,
         python=str(cfg.get("python", "/usr/bin/python3")),
         agent_state_mb=_sizes(cfg, "agent_state_mb"),
-        activation_timeout_s=_pos(cfg, "activation_timeout_s"),
-        request_timeout_s=_pos(cfg, "request_timeout_s"),
-        sample_interval_s=_pos(cfg, "sample_interval_s"),
-        observe_interval_s=_pos(cfg, "observe_interval_s"),
-        snapshot_reserve_mb=_int(cfg, "snapshot_reserve_mb", 0, 1 << 20),
-        keep_snapshots=_int(cfg, "keep_snapshots", 1, 1000),
+        activation_timeout_s=positive(cfg, "activation_timeout_s"),
+        request_timeout_s=positive(cfg, "request_timeout_s"),
+        sample_interval_s=positive(cfg, "sample_interval_s"),
+        observe_interval_s=positive(cfg, "observe_interval_s"),
+        snapshot_reserve_mb=integer(cfg, "snapshot_reserve_mb", 0, 1 << 20),
+        keep_snapshots=integer(cfg, "keep_snapshots", 1, 1000),
         resume_on_every_request=resume_on_every_request,
-        worker_agents=_bool(cfg, "worker_agents"),
+        worker_agents=boolean(cfg, "worker_agents"),
     )
     return LocalConfig(
         settings=settings,
@@ -117,16 +129,9 @@ def local_config(
         admin_port=admin_port,
         actor_domain=str(cfg.get("actor_domain", "actors.local")),
         admin_token=None if cfg.get("admin_token") is None else str(cfg["admin_token"]),
-        template=str(template),
-        router=RouterLimits(
-            header_timeout_s=_pos(cfg, "header_timeout_s"),
-            body_timeout_s=_pos(cfg, "body_timeout_s"),
-            idle_timeout_s=_pos(cfg, "idle_timeout_s"),
-            max_connections=_int(cfg, "max_connections", 1, 1 << 20),
-            max_header_bytes=_int(cfg, "max_header_bytes", 1024, 1 << 20),
-            max_body_bytes=_int(cfg, "max_body_bytes", 1, 1 << 30),
-        ),
-        duration_s=None if duration is None else _pos(cfg, "duration_s"),
+        template=template(cfg),
+        router=router_limits(cfg),
+        duration_s=duration(cfg),
     )
 
 
@@ -147,3 +152,10 @@ def runsc_unusable_reason(python: str = "/usr/bin/python3") -> str | None:
     if not Path(python).exists():
         return f"{python} (the Python actors run inside the sandbox) does not exist"
     return None
+
+
+if TYPE_CHECKING:  # mypy checks that the config is a Deployment
+    from backends.protocol import Deployment
+
+    def _is_a_deployment(config: LocalConfig) -> Deployment:
+        return config

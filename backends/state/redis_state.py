@@ -129,6 +129,16 @@ class RedisState:
     def _key(self, *parts: str) -> str:
         return ":".join((self._tag, *parts))
 
+    @staticmethod
+    def erase(url: str, namespace: str) -> int:
+        """Delete every key of ``namespace`` (a finished run's own state); how many."""
+        client = redis.Redis.from_url(url, decode_responses=True)
+        try:
+            keys = list(client.scan_iter(match="{actormux:" + namespace + "}:*", count=500))
+            return int(client.delete(*keys)) if keys else 0
+        finally:
+            client.close()
+
     def _check_durable(self) -> None:
         config = self.redis.config_get("append*")
         if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":

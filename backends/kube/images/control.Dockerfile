@@ -1,4 +1,7 @@
-# The control plane's image: python -m backends.kube (router, admin API, controller).
+# The control plane's image: python -m backends.kube (router, admin API, controller),
+# and `actormux` itself for the bench Job (backends/kube/bench), which runs experiments
+# in the cluster: hence the configs, the trace and the bench baselines, and an
+# editable install (the configs are found beside the code).
 # Build from the repository root:
 #   docker build -f backends/kube/images/control.Dockerfile -t actormux-control .
 FROM python:3.11-slim-bookworm
@@ -9,6 +12,10 @@ COPY sim sim
 COPY backends backends
 COPY workloads workloads
 COPY experiments experiments
-RUN pip install --no-cache-dir '.[kube,s3,gcs]'
+COPY conf conf
+COPY data data
+COPY benchmarks/baselines benchmarks/baselines
+RUN pip install --no-cache-dir -e '.[kube,s3,gcs]'
+ENV MPLCONFIGDIR=/tmp/matplotlib
 USER 65534:65534
 ENTRYPOINT ["python", "-m", "backends.kube"]

@@ -1,16 +1,21 @@
-"""An experiment on the local backend: real gVisor actors, real Locust, real checks.
+"""An experiment on a real backend: real gVisor actors, real Locust, real checks.
+
+The same for every real backend (``backend=local``, ``kind``, ``gke``): the
+:class:`backends.protocol.Deployment` makes the driver and says where things are.
 
 1. Materialise the workload into a plan (the requests the simulator plays too).
 2. Start the backend; make the template's golden snapshot (one cold start and one
-   checkpoint) and give every actor that should start with a snapshot a hard-linked
-   copy of it, so its first activation is a restore.
+   checkpoint) and give every actor that should start with a snapshot a copy of it
+   (hard links locally, copies inside the object store on a cluster), so its first
+   activation is a restore.
 3. Serve the router on 127.0.0.1 and let Locust play the plan against it.
 4. Check every actor that got requests: its counter must equal the increments the
    clients saw acknowledged, less what the backend reported lost (``lost_updates``
    counts silent losses only; ``reported_lost_updates`` the reported ones), plus
-   ``unacknowledged_updates``; with the agent template the history digest too. An
-   independent monitor process checks that no actor ever had two sandboxes alive at
-   once (``double_activations``).
+   ``unacknowledged_updates``; with the agent template the history digest too. Locally
+   an independent monitor process checks that no actor ever had two sandboxes alive at
+   once (``double_activations``); on a cluster that count is the driver's own, from
+   what the worker agents report (``monitor_samples`` is 0 there).
 5. Summarise like the simulator, plus those checks and checkpoint/restore percentiles,
    and simulate the same plan for a side-by-side comparison.
 """
@@ -18,8 +23,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -31,13 +36,9 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
-from backends.gvisor.catalog import agent_template_name
-from backends.local.cleanup import cleanup
-from backends.local.driver import LocalSettings
-from backends.local.monitor import MonitorProcess
+from backends.controlplane import GoldenImage
 from backends.local.router import Router
-from backends.local.settings import LocalConfig
-from backends.manifest import Snapshot
+from backends.protocol import Deployment, Monitor
 from backends.state import LossRow
 from control.metrics import (
     ACTIVATION_COLUMNS,
@@ -104,15 +105,6 @@ async def read_back(
 
         await asyncio.gather(*(one(a) for a in actors))
     return found
-
-
-def actor_templates(template: str, settings: LocalSettings, actors: int) -> list[str]:
-    """Each actor's template: ``template``, or, for ``agent`` with several state sizes,
-    ``agent-<MiB>`` with the sizes taken in turn (so snapshot sizes vary)."""
-    sizes = settings.agent_state_mb
-    if template != "agent" or isinstance(sizes, int) or len(sizes) == 1:
-        return [template] * actors
-    return [agent_template_name(sizes[i % len(sizes)]) for i in range(actors)]
 
 
 def real_snapshot_bytes(
@@ -190,7 +182,7 @@ def unnamed_losses(losses: list[LossRow]) -> set[str]:
 
 
 @dataclass
-class LocalOutput:
+class RealOutput:
     """A real run's summary, records and the comparison with the simulator."""
 
     output: RunOutput
@@ -201,33 +193,33 @@ class LocalOutput:
 
 
 async def _run(
-    spec: RunSpec, lc: LocalConfig, plan: Plan, out_dir: Path
+    spec: RunSpec, deployment: Deployment, plan: Plan, out_dir: Path
 ) -> tuple[RunOutput, LocustRun, Verification, np.ndarray]:
-    backend = lc.make_backend(spec.make_controller(lc.recovery(spec.recovery)))
-    router = Router(backend, domain=lc.actor_domain, limits=lc.router)
-    monitor: MonitorProcess | None = None
+    backend = deployment.make_backend(spec.make_controller(deployment.recovery(spec.recovery)))
+    router = Router(backend, domain=deployment.actor_domain, limits=deployment.router)
+    monitor: Monitor | None = None
+    workers = deployment.workers
     started_wall = time.perf_counter()
     try:
         await backend.prepare()
         pop = plan.population
-        chosen = actor_templates(lc.template, lc.settings, len(pop))
+        chosen = deployment.actor_templates(len(pop))
         templates = dict(zip(pop.ids, chosen, strict=True))
-        golden: dict[str, tuple[Snapshot, Path]] = {}
+        golden: dict[str, GoldenImage] = {}
         if (pop.snapshot_version > 0).any():
             for t in sorted(set(templates.values())):
                 print(f"making the golden snapshot of {t} ...", file=sys.stderr, flush=True)
                 golden[t] = await backend.golden_image(t)
-        backend.open()
         for i, actor in enumerate(pop.ids):
             start_from = golden[templates[actor]] if pop.snapshot_version[i] else None
-            backend.create_actor(actor, templates[actor], golden=start_from)
-        await router.start(lc.port)
-        monitor = MonitorProcess(
-            backend.runsc.root, lc.settings.instance, out_dir / "monitor.jsonl"
-        )
+            await backend.add_actor(actor, templates[actor], golden=start_from)
+        backend.open()
+        await backend.wait_for_workers(workers, timeout_s=600.0)
+        await router.start(deployment.port)
+        monitor = deployment.start_monitor(backend, out_dir / "monitor.jsonl")
         print(
-            f"playing {len(plan):,} requests to {len(pop):,} actors on {lc.settings.workers} "
-            f"workers for {plan.duration_s:g} s ...",
+            f"playing {len(plan):,} requests to {len(pop):,} actors on {workers} "
+            f"workers ({deployment.name}) for {plan.duration_s:g} s ...",
             file=sys.stderr,
             flush=True,
         )
@@ -236,10 +228,10 @@ async def _run(
         locust = await asyncio.to_thread(
             run_locust,
             plan,
-            f"http://127.0.0.1:{lc.port}",
+            f"http://127.0.0.1:{deployment.port}",
             out_dir / "locust",
-            actor_domain=lc.actor_domain,
-            request_timeout_s=lc.settings.request_timeout_s + 30,
+            actor_domain=deployment.actor_domain,
+            request_timeout_s=deployment.request_timeout_s + 30,
         )
         load_end = backend.now()
         occupied = backend.ctl.occupied_worker_seconds(load_end) - occupied_start
@@ -253,16 +245,19 @@ async def _run(
         )
         requested = sorted(set(np.asarray(pop.ids)[plan.actors].tolist()))
         print(f"reading back {len(requested)} actors ...", file=sys.stderr, flush=True)
-        held = await read_back(lc.port, lc.actor_domain, requested, parallel=lc.settings.workers)
-        watched = await asyncio.to_thread(monitor.stop)
+        held = await read_back(deployment.port, deployment.actor_domain, requested,
+                               parallel=workers)  # fmt: skip
+        watched = await asyncio.to_thread(monitor.stop) if monitor is not None else None
+        monitor = None  # stopped
         losses = list(backend.records.losses)
         verification = verify(
-            locust.records, held, lc.template, reported_losses(losses), unnamed_losses(losses)
-        )
+            locust.records, held, deployment.template, reported_losses(losses),
+            unnamed_losses(losses),
+        )  # fmt: skip
         sizes = real_snapshot_bytes(
             pop.snapshot_bytes,
             templates,
-            {t: sealed.bytes for t, (sealed, _) in golden.items()},
+            {t: image.bytes for t, image in golden.items()},
             _table(CHECKPOINT_COLUMNS, rec.checkpoints[:n_ckpt]),
         )
         double_driver = backend.double_activations()
@@ -277,21 +272,23 @@ async def _run(
             ),
             samples=_shift(_table(SAMPLE_COLUMNS, rec.samples[:n_samples]), "t_s", load_start),
             actors=len(pop),
-            workers=lc.settings.workers,
+            workers=workers,
             duration_s=plan.duration_s,
-            worker_utilization=occupied / (lc.settings.workers * (load_end - load_start)),
+            worker_utilization=occupied / (workers * (load_end - load_start)),
             control_plane_calls=cp_calls,
             events=backend.ctl.stats.events,
             reliability=reliability_counters(backend.ctl, {}),
         )
     finally:
-        if monitor is not None and monitor.proc.poll() is None:
-            monitor.proc.kill()
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(monitor.stop)
         await router.close()
         await backend.close(save=False)
-        cleanup(lc.settings.instance)
-        shutil.rmtree(lc.settings.state_dir, ignore_errors=True)  # this run's snapshots
-    summary = summary_of(result, spec, backend="local", wall_s=time.perf_counter() - started_wall)
+        deployment.after_run()
+    summary = summary_of(
+        result, spec, backend=deployment.name, wall_s=time.perf_counter() - started_wall
+    )
     acts = result.activations
     cold = acts["cold"].astype(bool) if len(acts["total_s"]) else np.zeros(0, bool)
     client = locust.records
@@ -302,11 +299,12 @@ async def _run(
             "digest_mismatches": verification.digest_mismatches,
             "unreadable_actors": verification.unreadable,
             "verified_actors": verification.actors_checked,
-            "double_activations": watched.double_activations,  # the independent monitor
+            # the independent monitor where there is one, else the driver's account
+            "double_activations": double_driver if watched is None else watched.double_activations,
             "double_activations_driver": double_driver,  # the driver's own account
-            "monitor_samples": watched.samples,
-            "monitor_max_gap_s": watched.max_gap_s,
-            "monitor_gaps_over_100ms": watched.gaps_over_100ms,
+            "monitor_samples": 0 if watched is None else watched.samples,
+            "monitor_max_gap_s": None if watched is None else watched.max_gap_s,
+            "monitor_gaps_over_100ms": 0 if watched is None else watched.gaps_over_100ms,
             "reported_lost_updates": verification.reported_lost_updates,
             "reported_unnamed_updates": verification.reported_unnamed_updates,
             "losses_reported": len(losses),
@@ -323,7 +321,7 @@ async def _run(
             "client_request_latency_s": percentiles(
                 client.loc[client["outcome"] == "ok", "total_s"]
             ),
-            "template": lc.template,
+            "template": deployment.template,
         }
     )
     return RunOutput(summary, result), locust, verification, sizes
@@ -336,14 +334,14 @@ def _shift(table: dict[str, np.ndarray], column: str, by: float) -> dict[str, np
     return table
 
 
-def run_local_experiment(spec: RunSpec, lc: LocalConfig, out_dir: Path) -> LocalOutput:
+def run_real_experiment(spec: RunSpec, deployment: Deployment, out_dir: Path) -> RealOutput:
     """Run ``spec`` for real (see the module docstring); the simulator plays the same plan."""
-    duration = lc.duration_s or spec.duration_s
+    duration = deployment.duration_s or spec.duration_s
     spec = replace(spec, duration_s=duration)
     plan = Plan.materialize(spec.workload, duration, spec.seed)
-    cleanup(lc.settings.instance)  # leftovers of an earlier crash of this instance
-    output, locust, verification, sizes = asyncio.run(_run(spec, lc, plan, out_dir))
+    deployment.before_run()  # leftovers of an earlier crash
+    output, locust, verification, sizes = asyncio.run(_run(spec, deployment, plan, out_dir))
     # The simulator plays the same requests with the snapshot sizes the run measured.
     played = replace(plan, population=replace(plan.population, snapshot_bytes=sizes))
     simulated = simulate(replace(spec, workload=played, progress=False))
-    return LocalOutput(output, played, locust, verification, simulated)
+    return RealOutput(output, played, locust, verification, simulated)
