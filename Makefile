@@ -36,7 +36,7 @@ typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 pytest: $(VENV)/.dev
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=25  # the slowest tests, to keep the suite well under 15 min
 
 test: lint typecheck pytest
 
