@@ -7,20 +7,33 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test lint typecheck pytest bench clean venv kind-up kind-down kind-bench gke-up gke-down gke-bench
+.PHONY: demo test lint typecheck pytest bench clean venv lock kind-up kind-down kind-bench gke-up gke-down gke-bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "actormux needs Python 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 
-# Stamps re-run the install when pyproject.toml changes.
-$(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e .
+# Stamps re-run the install when pyproject.toml or the lock changes. Every install takes
+# its versions from requirements.lock (constraints: the same numbers on every machine).
+LOCK := requirements.lock
+
+$(VENV)/.runtime: pyproject.toml $(LOCK) | $(BIN)/python
+	$(PIP) install -q -c $(LOCK) -e .
 	@touch $@
 
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(PIP) install -q -e '.[dev]'
+$(VENV)/.dev: pyproject.toml $(LOCK) | $(BIN)/python
+	$(PIP) install -q -c $(LOCK) -e '.[dev]'
 	@touch $@ $(VENV)/.runtime
+
+# Regenerate the lock from pyproject.toml (pip-tools in a throwaway venv).
+lock:
+	rm -rf /tmp/actormux-lock && $(PYTHON) -m venv /tmp/actormux-lock
+	/tmp/actormux-lock/bin/python -m pip install -q pip-tools
+	head -5 $(LOCK) > /tmp/actormux-lock/header
+	/tmp/actormux-lock/bin/pip-compile -q --extra dev --extra gcs --extra notebooks \
+		--strip-extras --no-emit-index-url --no-emit-find-links --unsafe-package actormux \
+		-o /tmp/actormux-lock/requirements.lock pyproject.toml
+	cat /tmp/actormux-lock/header /tmp/actormux-lock/requirements.lock > $(LOCK)
 
 venv: $(VENV)/.runtime
 

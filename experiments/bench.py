@@ -30,25 +30,44 @@ from typing import Any
 
 import yaml
 
+from experiments.versions import package_versions
+
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "conf" / "bench"
 
 
 @dataclass(frozen=True)
 class Regression:
-    """A metric that got worse than allowed."""
+    """A metric that got worse than allowed, moved at all where the suite says it must
+    not (``sided: two``), or is missing from the results or the baseline."""
 
     case: str
     metric: str
-    value: float
-    baseline: float
-    limit: float
+    value: float | None
+    baseline: float | None
+    limit: float | None
+    kind: str = "worse"  # worse, changed or missing
 
     def __str__(self) -> str:
+        if self.kind == "missing":
+            where = "the results" if self.value is None else "the baseline"
+            return (
+                f"MISSING {self.case}: {self.metric} is not in {where} (results "
+                f"{_show(self.value)}, baseline {_show(self.baseline)})"
+            )
+        if self.kind == "changed":
+            return (
+                f"CHANGED {self.case}: {self.metric} = {self.value:.9g}, baseline "
+                f"{self.baseline:.9g}; may differ by at most {self.limit:.3g}"
+            )
         return (
             f"REGRESSION {self.case}: {self.metric} = {self.value:.6g}, baseline "
             f"{self.baseline:.6g}, allowed up to {self.limit:.6g}"
         )
+
+
+def _show(value: float | None) -> str:
+    return "none" if value is None else f"{value:.6g}"
 
 
 def load_suite(name: str) -> dict[str, Any]:
@@ -67,7 +86,8 @@ def metrics_of(summary: dict[str, Any]) -> dict[str, float | None]:
     for key, value in summary.items():
         if isinstance(value, dict):
             for inner, v in value.items():
-                flat[f"{key}.{inner}"] = None if v is None else float(v)
+                if v is None or (isinstance(v, int | float) and not isinstance(v, bool)):
+                    flat[f"{key}.{inner}"] = None if v is None else float(v)
         elif isinstance(value, int | float) and not isinstance(value, bool):
             flat[key] = float(value)
     requests = summary.get("requests") or 0
@@ -104,15 +124,33 @@ def run_case(overrides: list[str], backend: str) -> dict[str, Any]:
 def compare(
     result: dict[str, Any], baseline: dict[str, Any], spec: dict[str, Any]
 ) -> list[Regression]:
-    """Metrics of ``result`` worse than ``baseline`` beyond the suite's tolerances."""
+    """What in ``result`` fails against ``baseline`` under the suite's rules: a metric
+    worse than its tolerance allows (``worse: higher|lower``), or, with ``sided: two``,
+    one that moved by more than it in either direction (deterministic metrics); and every
+    case or metric that one side has and the other lacks (a metric that both have as
+    none, e.g. a percentile of nothing, is equal)."""
     found = []
-    for case, metrics in result["cases"].items():
-        base = baseline.get("cases", {}).get(case, {})
+    cases = result["cases"]
+    base_cases = baseline.get("cases", {})
+    for case in sorted(set(cases) | set(base_cases)):
+        metrics, base = cases.get(case), base_cases.get(case)
+        if metrics is None or base is None:
+            found.append(Regression(case, "(the whole case)", None if metrics is None else 0.0,
+                                    None if base is None else 0.0, None, "missing"))  # fmt: skip
+            continue
         for metric, rule in spec.items():
             value, ref = metrics.get(metric), base.get(metric)
+            if value is None and ref is None and metric in metrics and metric in base:
+                continue
             if value is None or ref is None:
+                found.append(Regression(case, metric, value, ref, None, "missing"))
                 continue
             tol, slack = float(rule.get("tolerance", 0.1)), float(rule.get("absolute", 0.0))
+            if rule.get("sided", "one") == "two":
+                allowed = abs(ref) * tol + slack
+                if abs(value - ref) > allowed + 1e-12:
+                    found.append(Regression(case, metric, value, ref, allowed, "changed"))
+                continue
             if rule.get("worse", "higher") == "higher":
                 limit = ref * (1 + tol) + slack
                 bad = value > limit + 1e-12
@@ -122,6 +160,25 @@ def compare(
             if bad:
                 found.append(Regression(case, metric, value, ref, limit))
     return found
+
+
+def version_changes(result: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """The shaping packages whose versions differ from the baseline's (a simulator
+    metric may then move for that reason alone)."""
+    now, then = result.get("versions", {}), baseline.get("versions", {})
+    moved = [n for n in sorted(set(now) | set(then)) if now.get(n) != then.get(n)]
+    return [f"{n} {then.get(n, '?')} -> {now.get(n, '?')}" for n in moved]
+
+
+def baseline_refusal(path: Path, *, dirty: bool) -> str | None:
+    """Why ``path`` must not become a baseline now: a committed baseline (under
+    benchmarks/baselines) is only taken from a tree without uncommitted changes."""
+    if dirty and path.resolve().is_relative_to(ROOT / "benchmarks" / "baselines"):
+        return (
+            f"refusing to write {path} from a tree with uncommitted changes (nobody "
+            "could reproduce it); commit first"
+        )
+    return None
 
 
 def _git() -> dict[str, Any]:
@@ -171,6 +228,7 @@ def bench_main(argv: list[str]) -> int:
         "backend": backend,
         "overrides": extra,
         "git": _git(),
+        "versions": package_versions(),
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -196,6 +254,10 @@ def bench_main(argv: list[str]) -> int:
     with history_path.open("a") as history:
         history.write(json.dumps(result) + "\n")
     if args.update_baseline:
+        refusal = baseline_refusal(baseline_path, dirty=bool(result["git"]["dirty"]))
+        if refusal:
+            print(f"actormux bench: {refusal}", file=sys.stderr)
+            return 2
         baseline_path.parent.mkdir(parents=True, exist_ok=True)
         baseline_path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"baseline updated: {baseline_path}")
@@ -203,10 +265,15 @@ def bench_main(argv: list[str]) -> int:
     if not baseline_path.is_file():
         print(f"no baseline at {baseline_path}; create one with --update-baseline")
         return 0
-    regressions = compare(result, json.loads(baseline_path.read_text()), suite["metrics"])
+    baseline = json.loads(baseline_path.read_text())
+    regressions = compare(result, baseline, suite["metrics"])
     for regression in regressions:
         print(regression, file=sys.stderr)
     if regressions:
+        changed = version_changes(result, baseline)
+        if changed:
+            print(f"(package versions differ from the baseline's: {', '.join(changed)}; "
+                  "install from requirements.lock)", file=sys.stderr)  # fmt: skip
         return 1
     print(f"no regression against {baseline_path} ({len(result['cases'])} cases)")
     return 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from control.metrics import summarize
 from experiments.build import RunSpec
+from experiments.versions import package_versions
 from sim.engine import RunResult, Simulation
 
 
@@ -22,8 +23,9 @@ class RunOutput:
 
 
 def summary_of(result: RunResult, spec: RunSpec, *, backend: str, wall_s: float) -> dict[str, Any]:
-    """The run's summary (``summary.json``) from its records."""
-    return summarize(
+    """The run's summary (``summary.json``) from its records, with the versions of the
+    packages that shape its numbers."""
+    summary = summarize(
         result.requests,
         result.activations,
         experiment=spec.experiment,
@@ -38,6 +40,8 @@ def summary_of(result: RunResult, spec: RunSpec, *, backend: str, wall_s: float)
         wall_s=round(wall_s, 3),
         reliability=result.reliability,
     )
+    summary["versions"] = dict(package_versions())
+    return summary
 
 
 def make_simulation(spec: RunSpec, progress: Callable[[float], None] | None = None) -> Simulation:

@@ -14,7 +14,7 @@ import yaml
 
 from control.controller import Controller
 from control.policies import AfterEachRequest, LruPlacement, QueueWithDeadline
-from experiments.bench import Regression, compare, metrics_of
+from experiments.bench import Regression, baseline_refusal, compare, metrics_of
 from experiments.calibrate import calibrate_run, profile_yaml
 from experiments.planner import SLO, plan, search
 from sim.calibration import calibrate, jobs_from_records
@@ -203,6 +203,54 @@ def test_bench_compare_flags_only_real_regressions():
     assert metrics_of({"requests": 10, "rejected": 1, "timed_out": 1})["failed_fraction"] == 0.2
 
 
+def test_bench_compare_fails_on_any_move_of_a_two_sided_metric_and_on_anything_missing():
+    spec = {
+        "activations": {"sided": "two", "tolerance": 1e-9},
+        "activation_latency_s.p99": {"sided": "two", "tolerance": 1e-9},
+    }
+    base = {"cases": {"c": {"activations": 100.0, "activation_latency_s.p99": None},
+                      "d": {"activations": 5.0, "activation_latency_s.p99": 1.0}}}  # fmt: skip
+    same = {"cases": {"c": {"activations": 100.0, "activation_latency_s.p99": None},
+                      "d": {"activations": 5.0, "activation_latency_s.p99": 1.0}}}  # fmt: skip
+    assert compare(same, base, spec) == []  # none on both sides is equal
+    better = {"cases": {"c": {"activations": 99.0, "activation_latency_s.p99": None},
+                        "d": {"activations": 5.0, "activation_latency_s.p99": 1.0}}}  # fmt: skip
+    (moved,) = compare(better, base, spec)
+    assert (moved.kind, moved.case, moved.metric) == ("changed", "c", "activations")
+    assert str(moved).startswith("CHANGED c: activations = 99, baseline 100")
+    lost_case = {"cases": {"c": same["cases"]["c"]}}
+    (gone,) = compare(lost_case, base, spec)
+    assert gone.kind == "missing" and gone.case == "d" and "not in the results" in str(gone)
+    new_case = {"cases": {**same["cases"], "e": {"activations": 1.0}}}
+    assert [(r.kind, r.case) for r in compare(new_case, base, spec)] == [("missing", "e")]
+    no_metric = {"cases": {"c": {"activations": 100.0}, "d": same["cases"]["d"]}}
+    (absent,) = compare(no_metric, base, spec)
+    assert (absent.kind, absent.metric) == ("missing", "activation_latency_s.p99")
+    half = {"cases": {"c": {"activations": 100.0, "activation_latency_s.p99": 0.5},
+                      "d": same["cases"]["d"]}}  # fmt: skip
+    (appeared,) = compare(half, base, spec)
+    assert appeared.kind == "missing" and "not in the baseline" in str(appeared)
+
+
+def test_a_committed_baseline_comes_only_from_a_committed_tree(tmp_path):
+    committed = ROOT / "benchmarks/baselines/core-sim.json"
+    assert "uncommitted changes" in baseline_refusal(committed, dirty=True)
+    assert baseline_refusal(committed, dirty=False) is None
+    assert baseline_refusal(tmp_path / "mine.json", dirty=True) is None  # a scratch one
+
+
+def test_the_simulator_matches_its_committed_bench_baseline(tmp_path):
+    """``actormux bench core`` against benchmarks/baselines/core-sim.json: any change to a
+    simulated number fails here until the baseline is recaptured, on purpose."""
+    done = actormux("bench", "core", "--out", str(tmp_path / "out.json"),
+                    "--history", str(tmp_path / "history.jsonl"))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no regression against" in done.stdout
+    baseline = json.loads((ROOT / "benchmarks/baselines/core-sim.json").read_text())
+    assert baseline["git"]["dirty"] is False  # captured from a committed tree
+    assert set(baseline["versions"]) >= {"python", "numpy", "simpy"}
+
+
 @pytest.mark.slow
 def test_bench_passes_against_its_own_baseline_and_fails_against_a_stricter_one(tmp_path):
     baseline, history = tmp_path / "baseline.json", tmp_path / "history.jsonl"
@@ -230,7 +278,7 @@ def test_bench_passes_against_its_own_baseline_and_fails_against_a_stricter_one(
     baseline.write_text(json.dumps(stricter))
     worse = bench()
     assert worse.returncode == 1
-    assert "REGRESSION oversub_250_on_8: activation_latency_s.p99" in worse.stderr
+    assert "CHANGED oversub_250_on_8: activation_latency_s.p99" in worse.stderr
     assert len(history.read_text().splitlines()) == 3
     report = actormux("bench-report", str(history), "--out-dir", str(tmp_path))
     assert report.returncode == 0
