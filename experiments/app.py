@@ -82,6 +82,11 @@ def run_real(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
                                        "this machine's processes)"))  # fmt: skip
         run_soak_or_exit(cfg, spec, out_dir)
         return
+    if getattr(spec.workload, "loop", "open") == "closed":
+        exit_bad_config(ValueError(
+            "workload.loop=closed: real backends play open-loop plans so far (Locust does "
+            "not play session scripts yet); set workload.loop=open"
+        ))  # fmt: skip
     deployment = deployment_or_exit(cfg, spec, state_dir=out_dir / "state")
     if fidelity:
         run_fidelity(cfg, spec, deployment, out_dir)

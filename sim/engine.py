@@ -75,6 +75,7 @@ from sim.faults import FaultModel
 from sim.latency import LatencyModel
 from sim.resources import ByteLru, FluidShare, ServerPool
 from workloads.base import Workload
+from workloads.sessions import Call, ClientCounts, ClientPolicy, Scripts, SessionPlayer
 
 Table = dict[str, np.ndarray]
 _OPEN = -1
@@ -206,6 +207,9 @@ class Simulation:
         self._worker_node = {f"w{i}": f"n{i % nodes}" for i in range(workers)}
 
         self._run = workload.start(self.duration_s, seed)
+        self.workload_client: ClientPolicy = getattr(workload, "client", ClientPolicy())
+        self._player: SessionPlayer | None = None
+        self._calls: dict[int, Call] = {}  # closed loop: request id -> the call it is
         self.population = self._run.population
         self._ids = self.population.ids
         self._created = bytearray(len(self._ids))  # actors the controller knows
@@ -245,7 +249,10 @@ class Simulation:
             self._dispatch(WorkerAdded(worker, node))
         for i in np.flatnonzero(self.population.created_s <= 0).tolist():
             self._create(i)
-        self.env.process(self._arrivals())
+        if self._run.sessions is not None:
+            self.env.process(self._sessions(self._run.sessions))
+        else:
+            self.env.process(self._arrivals())
         self.env.process(self._sampler())
         if self.faults.worker_loss_per_hour > 0:
             self.env.process(self._worker_losses())
@@ -265,8 +272,11 @@ class Simulation:
             worker_utilization=occupied_s / (self.workers * self.duration_s),
             control_plane_calls=cp_calls,
             events=self.controller.stats.events,
-            reliability=reliability_counters(self.controller, self._injected),
-        )
+            reliability=reliability_counters(
+                self.controller, self._injected,
+                self._player.counts if self._player is not None else None,
+            ),
+        )  # fmt: skip
 
     def _create(self, index: int) -> None:
         """Register actor ``index`` with the controller (its snapshot, if any, is stored)."""
@@ -293,12 +303,34 @@ class Simulation:
                 self._arrive(actor, service)
         if env.now < self.duration_s:
             yield env.timeout(self.duration_s - env.now)
+        self._arrivals_end()
+
+    def _arrivals_end(self) -> None:
         self._end_snapshot = (
-            self.controller.occupied_worker_seconds(env.now),
+            self.controller.occupied_worker_seconds(self.env.now),
             self.cp.calls,
         )
         self._arrivals_done = True
         self._check_done()
+
+    def _sessions(self, scripts: Scripts) -> Generator[simpy.Event, Any, None]:
+        """Closed loop: each actor's next call goes out after its previous answer (plus
+        the model's time), or after a backoff when it failed (``workloads/sessions.py``)."""
+        self._player = SessionPlayer(scripts, self.workload_client, self.seed)
+        for call in self._player.first_calls():
+            self._schedule_call(call)
+        yield self.env.timeout(self.duration_s)
+        self._arrivals_end()
+
+    def _schedule_call(self, call: Call) -> None:
+        def send(_ev: simpy.Event) -> None:
+            if self._arrivals_done:
+                return
+            assert self._player is not None
+            self._player.sent(call)
+            self._calls[self._arrive(call.actor, call.service_s)] = call
+
+        self.env.timeout(max(0.0, call.at - self.env.now)).callbacks.append(send)
 
     def _sampler(self) -> Generator[simpy.Event, Any, None]:
         while True:
@@ -313,7 +345,7 @@ class Simulation:
 
     # ------------------------------------------------------------ requests
 
-    def _arrive(self, actor_index: int, service: float) -> None:
+    def _arrive(self, actor_index: int, service: float) -> int:
         if not self._created[actor_index]:  # a session arriving: its actor exists from now
             self._create(actor_index)
         rid = self._log.add(self.env.now, actor_index, service)
@@ -323,6 +355,7 @@ class Simulation:
             self.cp.call().callbacks.append(lambda _ev: self._deliver(rid, actor))
         else:
             self._deliver(rid, actor)
+        return rid
 
     def _deliver(self, rid: int, actor: str) -> None:
         arrived = self._log.arrival[rid]
@@ -365,6 +398,12 @@ class Simulation:
         log.status[rid] = status
         log.total[rid] = self.env.now - log.arrival[rid]
         self._open -= 1
+        call = self._calls.pop(rid, None)
+        if call is not None:  # closed loop: the answer lets the agent go on
+            assert self._player is not None
+            following = self._player.answered(call, self.env.now, outcome == _OK)
+            if following is not None:
+                self._schedule_call(following)
 
     def _do_set_timer(self, cmd: SetTimer) -> None:
         timer: Timer = cmd.timer
@@ -551,8 +590,12 @@ class Simulation:
         }
 
 
-def reliability_counters(controller: Controller, injected: dict[str, int]) -> dict[str, int]:
-    """Injected faults (``injected_*``) and the controller's fault and recovery counters."""
+def reliability_counters(
+    controller: Controller, injected: dict[str, int], client: ClientCounts | None = None
+) -> dict[str, int]:
+    """Injected faults (``injected_*``), the controller's fault and recovery counters,
+    and what closed-loop clients did about failures (``client_*``; 0 in open loop)."""
+    counts = client or ClientCounts()
     stats = asdict(controller.stats)
     keys = (
         "failed_activations", "failed_checkpoints", "stale_completions",
@@ -560,7 +603,13 @@ def reliability_counters(controller: Controller, injected: dict[str, int]) -> di
         "activation_retries", "abandoned_requests", "lost_states", "quarantines",
         "corrections", "workers_lost",
     )  # fmt: skip
-    return {**{f"injected_{k}": v for k, v in injected.items()}, **{k: stats[k] for k in keys}}
+    return {
+        **{f"injected_{k}": v for k, v in injected.items()},
+        **{k: stats[k] for k in keys},
+        "client_retries": counts.retries,
+        "client_gave_up": counts.gave_up,
+        "client_turns_cut": counts.turns_cut,
+    }
 
 
 def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:

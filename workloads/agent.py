@@ -11,6 +11,10 @@ the actor (tool calls), ``call_gap`` apart (the model's reply in between), each 
 * ``population: open``: sessions arrive (Poisson, ``session_rate_per_s``), run
   ``turns_per_session`` turns and leave; each session is a new, cold actor.
 * ``shape`` varies the pace of the whole population (see :mod:`workloads.shapes`).
+* ``loop``: ``open`` (the default) draws every call's time up front, ``call_gap`` apart
+  whatever the answers; ``closed`` draws the sessions' scripts instead
+  (:meth:`AgentWorkload.scripts`) and lets the answers decide when each call goes out
+  (:mod:`workloads.sessions`, with ``client``'s retry policy).
 
 Generation is vectorised over actors, one time segment at a time: an idle actor is a
 few array slots (its next turn, its rate), never a process, so a million actors cost
@@ -39,6 +43,7 @@ from workloads.base import (
     select,
     sort,
 )
+from workloads.sessions import LOOPS, ClientPolicy, Scripts
 from workloads.shapes import LoadShape, Steady, TimeWarp, shape_from_config
 
 MIB = 1 << 20
@@ -46,7 +51,7 @@ POPULATIONS = ("fixed", "open")
 CONFIG_KEYS = {
     "kind", "name", "population", "actors", "session_rate_per_s", "turns_per_session",
     "calls_per_turn", "call_gap", "service", "think_time", "popularity_zipf", "snapshot_mib",
-    "shape", "initial", "template", "window_s",
+    "shape", "initial", "template", "window_s", "loop", "client",
 }  # fmt: skip
 
 
@@ -87,6 +92,8 @@ class AgentWorkload:
         template: str = "agent",
         name: str = "agent",
         window_s: float = 60.0,
+        loop: str = "open",
+        client: ClientPolicy | None = None,
     ) -> None:
         if population not in POPULATIONS:
             raise ValueError(f"workload.population: unknown {population!r}; allowed: fixed, open")
@@ -108,6 +115,13 @@ class AgentWorkload:
             raise ValueError(f"workload.initial: must be snapshot or cold (got {initial!r})")
         if not window_s > 0:
             raise ValueError(f"workload.window_s: must be > 0 (got {window_s})")
+        if loop not in LOOPS:
+            raise ValueError(f"workload.loop: unknown {loop!r}; allowed: open, closed")
+        if loop == "closed" and (shape or Steady()).waves(1e12):
+            raise ValueError(
+                "workload.loop=closed: shapes with waves (waves, flash_crowd) are not "
+                "played closed-loop yet; use workload.loop=open"
+            )
         self.name = name
         self.population = population
         self.actors = actors
@@ -123,12 +137,24 @@ class AgentWorkload:
         self.initial = initial
         self.template = template
         self.window_s = window_s
+        self.loop = loop
+        self.client = client or ClientPolicy()
 
     # ------------------------------------------------------------ running
 
     def start(self, duration_s: float, seed: int) -> WorkloadRun:
+        """The population and its requests (open loop), or its scripts (closed loop)."""
+        if self.loop == "closed":
+            scripts = self.scripts(duration_s, seed)
+            return WorkloadRun(scripts.population, iter(()), scripts)
         rng = np.random.default_rng([seed, 0x4147454E])  # stream tag "AGEN"
         warp = TimeWarp(self.shape, duration_s)
+        population, state = self._population(rng, warp, duration_s)
+        return WorkloadRun(population, self._generate(rng, warp, duration_s, state))
+
+    def _population(
+        self, rng: np.random.Generator, warp: TimeWarp, duration_s: float
+    ) -> tuple[Population, _Actors]:
         if self.population == "fixed":
             n = self.actors
             rates = zipf_rates(n, self.popularity_zipf)
@@ -152,8 +178,50 @@ class AgentWorkload:
             created_s=created,
             template=self.template,
         )
-        state = _Actors(first_turn, rates, turns_left, np.full(n, -np.inf))
-        return WorkloadRun(population, self._generate(rng, warp, duration_s, state))
+        return population, _Actors(first_turn, rates, turns_left, np.full(n, -np.inf))
+
+    def scripts(self, duration_s: float, seed: int) -> Scripts:
+        """Closed-loop sessions (:mod:`workloads.sessions`): each actor's turns, drawn
+        until its earliest possible next turn (every answer instant) is past the end."""
+        rng = np.random.default_rng([seed, 0x434C4F53])  # stream tag "CLOS"
+        warp = TimeWarp(self.shape, duration_s)
+        population, state = self._population(rng, warp, duration_s)
+        earliest = state.next_turn.copy()  # each actor's next turn, if answers took no time
+        rounds: list[tuple[np.ndarray, ...]] = []
+        due = np.flatnonzero((earliest < duration_s) & (state.turns_left > 0))
+        while due.size:
+            calls = np.maximum(1, np.rint(self.calls_per_turn.sample_n(rng, due.size)))
+            calls = calls.astype(np.int64)
+            total = int(calls.sum())
+            first = np.cumsum(calls) - calls
+            gaps = self.call_gap.sample_n(rng, total)
+            gaps[first] = 0.0
+            service = self.service.sample_n(rng, total)
+            think = np.maximum(self.think_time.sample_n(rng, due.size), 1e-3) / state.rates[due]
+            ends = np.zeros(total, dtype=bool)
+            ends[first + calls - 1] = True
+            thinks = np.zeros(total)
+            thinks[first + calls - 1] = think
+            turn_s = np.add.reduceat(gaps + service, first)
+            state.turns_left[due] -= 1
+            earliest[due] = np.where(
+                state.turns_left[due] > 0, warp.advance(earliest[due] + turn_s, think), np.inf
+            )
+            rounds.append((np.repeat(due, calls), gaps, service, ends, thinks))
+            due = np.flatnonzero((earliest < duration_s) & (state.turns_left > 0))
+        n = len(population)
+        if rounds:
+            columns = (np.concatenate(c) for c in zip(*rounds, strict=True))
+            actor, gap, service, ends, thinks = columns
+        else:
+            actor = np.empty(0, dtype=np.int64)
+            gap, service, thinks, ends = np.empty(0), np.empty(0), np.empty(0), np.empty(0, bool)
+        order = np.argsort(actor, kind="stable")  # per actor, its turns in order
+        offsets = np.searchsorted(actor[order], np.arange(n + 1)).astype(np.int64)
+        return Scripts(
+            population, state.next_turn, offsets, gap[order], service[order], ends[order],
+            thinks[order], warp, float(duration_s),
+        )  # fmt: skip
 
     def _residual_think(self, rng: np.random.Generator, n: int, pool: int = 8) -> np.ndarray:
         """Time left of the think time each actor is in at t=0 (operational seconds).
@@ -280,4 +348,6 @@ class AgentWorkload:
             template=str(cfg.get("template", "agent")),
             name=str(cfg.get("name", "agent")),
             window_s=number("window_s", 60.0),
+            loop=str(cfg.get("loop", "open")),
+            client=ClientPolicy.from_config(cfg.get("client")),
         )

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from workloads.sessions import Scripts
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,13 @@ class Population:
 
 @dataclass
 class WorkloadRun:
-    """A started workload: who takes part, and their requests in time order."""
+    """A started workload: who takes part, and their requests in time order; or, for
+    closed-loop sessions, their scripts (``sessions``; no batches): when those calls go
+    out depends on the answers (:mod:`workloads.sessions`)."""
 
     population: Population
     batches: Iterator[ArrivalBatch]
+    sessions: Scripts | None = None
 
 
 class Workload(Protocol):

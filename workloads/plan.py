@@ -40,6 +40,12 @@ class Plan:
     def materialize(cls, workload: Workload, duration_s: float, seed: int) -> Plan:
         """Run ``workload`` for ``duration_s`` with ``seed`` and keep every request."""
         run = workload.start(duration_s, seed)
+        if run.sessions is not None:
+            raise ValueError(
+                "workload.loop=closed: closed-loop sessions have no plan (when a call goes "
+                "out depends on the answers); real backends play open-loop plans so far: "
+                "set workload.loop=open"
+            )
         batch = concat(list(run.batches))
         return cls(
             batch.times, batch.actors, batch.service_s, run.population, duration_s, seed,

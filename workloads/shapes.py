@@ -121,19 +121,25 @@ class TimeWarp:
         if self.identity:
             return t
         end_t, end_lam = self.t[-1], self.lam[-1]
-        return np.where(t <= end_t, np.interp(t, self.t, self.lam), end_lam + (t - end_t))
+        return np.asarray(
+            np.where(t <= end_t, np.interp(t, self.t, self.lam), end_lam + (t - end_t)),
+            dtype=np.float64,
+        )
 
     def inverse(self, lam: FloatArray) -> FloatArray:
         """``Λ⁻¹(λ)``."""
         if self.identity:
             return lam
         end_t, end_lam = self.t[-1], self.lam[-1]
-        return np.where(lam <= end_lam, np.interp(lam, self.lam, self.t), end_t + (lam - end_lam))
+        return np.asarray(
+            np.where(lam <= end_lam, np.interp(lam, self.lam, self.t), end_t + (lam - end_lam)),
+            dtype=np.float64,
+        )
 
     def advance(self, t: FloatArray, think: FloatArray) -> FloatArray:
         """Wall time after thinking ``think`` operational seconds from ``t``."""
         if self.identity:
-            return t + think
+            return np.asarray(t + think, dtype=np.float64)
         return self.inverse(self.forward(t) + think)
 
 
