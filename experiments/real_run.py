@@ -3,7 +3,9 @@
 The same for every real backend (``backend=local``, ``kind``, ``gke``): the
 :class:`backends.protocol.Deployment` makes the driver and says where things are.
 
-1. Materialise the workload into a plan (the requests the simulator plays too).
+1. Materialise the workload into a plan (the requests the simulator plays too), or,
+   for closed-loop sessions (``workload.loop=closed``), into their scripts, which
+   Locust and the simulator each play against their own answers.
 2. Start the backend; make the template's golden snapshot (one cold start and one
    checkpoint) and give every actor that should start with a snapshot a copy of it
    (hard links locally, copies inside the object store on a cluster), so its first
@@ -52,6 +54,7 @@ from experiments.runner import RunOutput, simulate, summary_of
 from sim.engine import RunResult, reliability_counters
 from workloads.loadtest import LocustRun, run_locust
 from workloads.plan import Plan
+from workloads.sessions import ClientCounts, Scripts
 
 
 @dataclass
@@ -186,14 +189,14 @@ class RealOutput:
     """A real run's summary, records and the comparison with the simulator."""
 
     output: RunOutput
-    plan: Plan  # the requests played, with each actor's snapshot size as measured
+    plan: Plan | Scripts  # what was played, with each actor's snapshot size as measured
     locust: LocustRun
     verification: Verification
     simulated: RunOutput
 
 
 async def _run(
-    spec: RunSpec, deployment: Deployment, plan: Plan, out_dir: Path
+    spec: RunSpec, deployment: Deployment, plan: Plan | Scripts, out_dir: Path
 ) -> tuple[RunOutput, LocustRun, Verification, np.ndarray]:
     backend = deployment.make_backend(spec.make_controller(deployment.recovery(spec.recovery)))
     router = Router(backend, domain=deployment.actor_domain, limits=deployment.router)
@@ -218,7 +221,8 @@ async def _run(
         await router.start(deployment.port)
         monitor = deployment.start_monitor(backend, out_dir / "monitor.jsonl")
         print(
-            f"playing {len(plan):,} requests to {len(pop):,} actors on {workers} "
+            f"playing {len(plan):,} {'script calls' if isinstance(plan, Scripts) else 'requests'}"
+            f" to {len(pop):,} actors on {workers} "
             f"workers ({deployment.name}) for {plan.duration_s:g} s ...",
             file=sys.stderr,
             flush=True,
@@ -243,7 +247,7 @@ async def _run(
             len(rec.checkpoints),
             len(rec.samples),
         )
-        requested = sorted(set(np.asarray(pop.ids)[plan.actors].tolist()))
+        requested = sorted({str(actor) for actor in locust.records["actor"]})
         print(f"reading back {len(requested)} actors ...", file=sys.stderr, flush=True)
         held = await read_back(deployment.port, deployment.actor_domain, requested,
                                parallel=workers)  # fmt: skip
@@ -277,7 +281,9 @@ async def _run(
             worker_utilization=occupied / (workers * (load_end - load_start)),
             control_plane_calls=cp_calls,
             events=backend.ctl.stats.events,
-            reliability=reliability_counters(backend.ctl, {}),
+            reliability=reliability_counters(
+                backend.ctl, {}, ClientCounts(**locust.client) if locust.client else None
+            ),
         )
     finally:
         if monitor is not None:
@@ -338,7 +344,11 @@ def run_real_experiment(spec: RunSpec, deployment: Deployment, out_dir: Path) ->
     """Run ``spec`` for real (see the module docstring); the simulator plays the same plan."""
     duration = deployment.duration_s or spec.duration_s
     spec = replace(spec, duration_s=duration)
-    plan = Plan.materialize(spec.workload, duration, spec.seed)
+    plan: Plan | Scripts
+    if getattr(spec.workload, "loop", "open") == "closed":
+        plan = spec.workload.scripts(duration, spec.seed)  # type: ignore[attr-defined]
+    else:
+        plan = Plan.materialize(spec.workload, duration, spec.seed)
     deployment.before_run()  # leftovers of an earlier crash
     output, locust, verification, sizes = asyncio.run(_run(spec, deployment, plan, out_dir))
     # The simulator plays the same requests with the snapshot sizes the run measured.

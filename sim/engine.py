@@ -75,7 +75,7 @@ from sim.faults import FaultModel
 from sim.latency import LatencyModel
 from sim.resources import ByteLru, FluidShare, ServerPool
 from workloads.base import Workload
-from workloads.sessions import Call, ClientCounts, ClientPolicy, Scripts, SessionPlayer
+from workloads.sessions import Call, ClientCounts, Scripts, SessionPlayer
 
 Table = dict[str, np.ndarray]
 _OPEN = -1
@@ -207,7 +207,6 @@ class Simulation:
         self._worker_node = {f"w{i}": f"n{i % nodes}" for i in range(workers)}
 
         self._run = workload.start(self.duration_s, seed)
-        self.workload_client: ClientPolicy = getattr(workload, "client", ClientPolicy())
         self._player: SessionPlayer | None = None
         self._calls: dict[int, Call] = {}  # closed loop: request id -> the call it is
         self.population = self._run.population
@@ -316,7 +315,7 @@ class Simulation:
     def _sessions(self, scripts: Scripts) -> Generator[simpy.Event, Any, None]:
         """Closed loop: each actor's next call goes out after its previous answer (plus
         the model's time), or after a backoff when it failed (``workloads/sessions.py``)."""
-        self._player = SessionPlayer(scripts, self.workload_client, self.seed)
+        self._player = SessionPlayer(scripts)
         for call in self._player.first_calls():
             self._schedule_call(call)
         yield self.env.timeout(self.duration_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import signal
 import subprocess
@@ -223,7 +224,7 @@ def test_serve_stops_cleanly_on_sigint_and_keeps_state(tmp_path):
 def test_short_250_on_8_run_loses_no_update_and_never_double_activates(tmp_path):
     proc = subprocess.run(
         [ACTORMUX, "experiment=oversub_250_on_8", "backend=local", f"backend.instance={INSTANCE}",
-         f"backend.port={free_port()}", "backend.duration_s=45", f"hydra.run.dir={tmp_path}"],
+         f"backend.port={free_port()}", "backend.duration_s=35", f"hydra.run.dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -241,12 +242,17 @@ def test_short_250_on_8_run_loses_no_update_and_never_double_activates(tmp_path)
 
 
 @pytest.mark.slow
-def test_agents_of_two_state_sizes_keep_their_state_and_their_snapshot_sizes(tmp_path):
+def test_closed_loop_agents_of_two_state_sizes_keep_their_state_and_their_snapshot_sizes(
+    tmp_path,
+):
+    """Agents holding 4 and 40 MiB, played closed-loop (workload.loop=closed): Locust plays
+    the sessions' scripts, every call after the previous answer, and the simulator plays
+    the same scripts beside it."""
     proc = subprocess.run(
         [ACTORMUX, "experiment=oversub_250_on_8", "backend=local", f"backend.instance={INSTANCE}",
          f"backend.port={free_port()}", "backend.duration_s=30", f"hydra.run.dir={tmp_path}",
          "backend.template=agent", "backend.agent_state_mb=[4,40]", "workload=bursty",
-         "workload.actors=16", "cluster.workers=4",
+         "workload.actors=16", "cluster.workers=4", "workload.loop=closed",
          "workload.think_time='lognormal(median=8, sigma=0.5)'"],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=900,
     )  # fmt: skip
@@ -261,3 +267,16 @@ def test_agents_of_two_state_sizes_keep_their_state_and_their_snapshot_sizes(tmp
     mib = restored.groupby(parity)["snapshot_bytes"].median() / 2**20
     assert set(parity) == {0, 1}
     assert 30 < mib[1] - mib[0] < 42, mib
+    # Closed loop: no agent ever had two calls out at once.
+    assert summary["client_requests"] == summary["requests"] > 30
+    calls = [json.loads(line) for line in (tmp_path / "locust/locust_calls.jsonl").open()]
+    assert len(calls) == summary["requests"]
+    by_actor: dict[int, list[dict]] = {}
+    for call in calls:
+        by_actor.setdefault(call["actor"], []).append(call)
+    for actor_calls in by_actor.values():
+        actor_calls.sort(key=lambda c: c["sent_s"])
+        for before, after in itertools.pairwise(actor_calls):
+            assert after["sent_s"] >= before["answered_s"] - 1e-3
+    simulated = json.loads((tmp_path / "sim_summary.json").read_text())
+    assert simulated["requests"] > 30  # the simulator played the same scripts

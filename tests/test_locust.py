@@ -138,3 +138,85 @@ def test_a_killed_locust_leaves_what_it_saw_and_a_restart_plays_only_the_rest(tm
     assert sorted(run.records["request"]) == [i for i in range(48) if plan.times[i] >= 9.0]
     late = [s for s in server.seen[seen_first:] if int(s.request_id) < 36]
     assert not late  # nothing before plan time 9 s was played again
+
+
+def replay(scripts, answers_by_actor, slack_s: float) -> int:
+    """Check that each actor's calls are what a fresh SessionPlayer asks for, fed the same
+    answers: the same script calls and attempts, each sent when the player says (within
+    ``slack_s``). ``answers_by_actor``: actor -> [(call, attempt, sent, answered, ok)] in
+    order. Returns the number of calls checked."""
+    from workloads.sessions import SessionPlayer
+
+    player = SessionPlayer(scripts)
+    expected = {call.actor: call for call in player.first_calls()}
+    checked = 0
+    for actor, calls in answers_by_actor.items():
+        want = expected.get(actor)
+        for index, attempt, sent, answered, ok in calls:
+            assert want is not None, f"actor {actor}: a call after its script ended"
+            assert (index, attempt) == (want.index, want.attempt), (actor, index, attempt, want)
+            assert abs(sent - want.at) <= slack_s, (actor, index, sent, want.at)
+            want = player.answered(want, answered, ok)
+            checked += 1
+    return checked
+
+
+CLOSED = [
+    "workload=bursty", "workload.actors=12", "duration_s=25", "seed=5", "workload.loop=closed",
+    "workload.think_time='lognormal(median=3, sigma=0.5)'", "workload.client.backoff_s=1.0",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_closed_loop_sessions_play_alike_in_the_simulator_and_in_locust(compose_cfg, tmp_path):
+    """The same seed gives the same calls, gaps after answers and retries in both, each
+    fed its own answers (every 4th request fails at the stand-in, to make retries)."""
+    spec = build(compose_cfg(*CLOSED, "faults.restore_failure_rate=0.2",
+                             "recovery.max_activation_attempts=1"))  # fmt: skip
+    scripts = spec.workload.scripts(spec.duration_s, spec.seed)
+    sim = simulate(spec)
+    with EchoServer(fail_every=4) as server:
+        run = run_locust(scripts, server.url, tmp_path)
+    assert run.returncode == 0, run.output[-2000:]
+    assert run.calls_path is not None
+
+    # The simulator: its requests, per actor in order, are what the player asks for.
+    req = sim.result.requests
+    sim_calls: dict[int, list] = {}
+    index = {a: i for i, a in enumerate(scripts.population.ids)}
+    order = np.lexsort((req["request"], req["arrival_s"]))
+    player_view = []
+    for r in order.tolist():
+        actor = index[str(req["actor"][r])]
+        player_view.append((actor, float(req["arrival_s"][r]),
+                            float(req["arrival_s"][r] + req["total_s"][r]),
+                            req["outcome"][r] == "ok"))  # fmt: skip
+    # attempts and script indices are the player's to say: rebuild them by replaying
+    from workloads.sessions import SessionPlayer
+
+    shadow = SessionPlayer(scripts)
+    due = {c.actor: c for c in shadow.first_calls()}
+    for actor, sent, answered, ok in player_view:
+        call = due[actor]
+        sim_calls.setdefault(actor, []).append((call.index, call.attempt, sent, answered, ok))
+        following = shadow.answered(call, answered, ok)
+        if following is not None:
+            due[actor] = following
+    assert replay(scripts, sim_calls, slack_s=1e-9) == sim.summary["requests"]
+    assert sim.summary["reliability"]["client_retries"] > 0
+
+    # Locust: the calls it logged, fed back the answers it got.
+    logged = [json.loads(line) for line in run.calls_path.read_text().splitlines()]
+    locust_calls: dict[int, list] = {}
+    for c in sorted(logged, key=lambda c: (c["actor"], c["sent_s"])):
+        locust_calls.setdefault(c["actor"], []).append(
+            (c["call"], c["attempt"], c["sent_s"], c["answered_s"], c["ok"]))  # fmt: skip
+    assert replay(scripts, locust_calls, slack_s=0.1) == len(logged) > 40
+    retried = sum(1 for c in logged if c["attempt"] > 0)
+    assert retried > 0 and run.client["retries"] == retried
+    assert len(run.records) == len(logged)
+
+    # Both began with the same first call of every session that started in time.
+    first_sim = {a: calls[0][:2] for a, calls in sim_calls.items()}
+    first_locust = {a: calls[0][:2] for a, calls in locust_calls.items()}
+    assert first_sim == first_locust

@@ -220,7 +220,7 @@ class AgentWorkload:
         offsets = np.searchsorted(actor[order], np.arange(n + 1)).astype(np.int64)
         return Scripts(
             population, state.next_turn, offsets, gap[order], service[order], ends[order],
-            thinks[order], warp, float(duration_s),
+            thinks[order], warp, float(duration_s), self.client, seed, self.name,
         )  # fmt: skip
 
     def _residual_think(self, rng: np.random.Generator, n: int, pool: int = 8) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 Every request is answered 200 after sleeping the service time it asks for
 (``X-Actormux-Service`` seconds, capped), and logged with its arrival time, Host
-header and request id, so a test can check what a load generator really sent. The
-real router (the local backend) replaces it.
+header and request id, so a test can check what a load generator really sent; with
+``fail_every=N`` every N-th request is answered 503 at once instead (for clients'
+retries). The real router (the local backend) replaces it.
 
     python -m workloads.echo --port 8000
 """
@@ -44,13 +45,20 @@ class _Handler(BaseHTTPRequestHandler):
                 Seen(arrived, self.headers.get("Host", ""), self.headers.get("X-Request-Id", ""),
                      self.command)
             )  # fmt: skip
+            every = self.server.fail_every
+            fail = every > 0 and len(self.server.seen) % every == 0
+        if fail:
+            self._answer(503, b"failed on purpose\n")
+            return
         try:
             service = float(self.headers.get("X-Actormux-Service") or 0)
         except ValueError:
             service = 0.0
         time.sleep(min(max(service, 0.0), MAX_SERVICE_S))
-        body = b"ok\n"
-        self.send_response(200)
+        self._answer(200, b"ok\n")
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -66,11 +74,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, fail_every: int = 0) -> None:
         # 127.0.0.1 only: traffic stays on this machine.
         super().__init__(("127.0.0.1", port), _Handler)
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
+        self.fail_every = fail_every
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), which can wait seconds on DNS.
@@ -81,8 +90,8 @@ class _Server(ThreadingHTTPServer):
 class EchoServer:
     """The stand-in server in a background thread; a context manager."""
 
-    def __init__(self, port: int = 0) -> None:
-        self._server = _Server(port)
+    def __init__(self, port: int = 0, *, fail_every: int = 0) -> None:
+        self._server = _Server(port, fail_every)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

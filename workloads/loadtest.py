@@ -1,7 +1,8 @@
-"""Run the Locust side of a workload plan in its own process and collect its records.
+"""Run the Locust side of a workload plan (or closed-loop session scripts) in its own
+process and collect its records.
 
 Locust monkey-patches the standard library with gevent when imported, so it never
-runs inside the caller's process: ``run_locust`` saves the plan, starts
+runs inside the caller's process: ``run_locust`` saves the plan or the scripts, starts
 ``python -m locust`` on ``workloads/locustfile.py`` headless, waits, and reads the
 per-request records it wrote. Only loopback endpoints are accepted: actormux's load
 never leaves the machine.
@@ -23,6 +24,7 @@ import pandas as pd
 
 from control.metrics import REQUEST_COLUMNS
 from workloads.plan import Plan
+from workloads.sessions import Scripts
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -53,6 +55,8 @@ class LocustRun:
     t0_unix: float  # when the test started (plan time 0)
     returncode: int
     output: str  # Locust's stdout and stderr
+    client: dict[str, int] | None = None  # closed loop: retries, gave_up, turns_cut
+    calls_path: Path | None = None  # closed loop: every call, as JSON lines
 
 
 class LocustProcess:
@@ -94,14 +98,15 @@ class LocustProcess:
                 f"Locust wrote no records (exit {self.proc.returncode}):\n{output[-3000:]}"
             )
         meta = json.loads(self.records_path.with_suffix(".json").read_text())
+        calls = self.out_dir / "locust_calls.jsonl"
         return LocustRun(
             pd.read_parquet(self.records_path), float(meta["t0_unix"]), self.proc.returncode,
-            output,
+            output, meta.get("client"), calls if calls.exists() else None,
         )  # fmt: skip
 
 
 def start_locust(
-    plan: Plan,
+    plan: Plan | Scripts,
     host: str,
     out_dir: Path,
     *,
@@ -110,14 +115,26 @@ def start_locust(
     request_timeout_s: float = 30.0,
     start_at_s: float = 0.0,
 ) -> LocustProcess:
-    """Start Locust playing ``plan`` against ``host`` (from plan time ``start_at_s``)."""
+    """Start Locust playing ``plan`` against ``host`` (from plan time ``start_at_s``);
+    closed loop when ``plan`` is :class:`Scripts` (from the start only)."""
     check_loopback(host)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan_path = out_dir / "plan.npz"
-    plan.save(plan_path)
+    if isinstance(plan, Scripts):
+        if start_at_s:
+            raise ValueError("closed-loop sessions are played from the start only")
+        source = {
+            "ACTORMUX_SCRIPTS": str(out_dir / "scripts.npz"),
+            "ACTORMUX_CALLS_LOG": str(out_dir / "locust_calls.jsonl"),
+        }
+        plan.save(out_dir / "scripts.npz")
+    else:
+        source = {"ACTORMUX_PLAN": str(out_dir / "plan.npz")}
+        plan.save(out_dir / "plan.npz")
+    sources = ("ACTORMUX_PLAN", "ACTORMUX_SCRIPTS", "ACTORMUX_CALLS_LOG")
+    inherited = {k: v for k, v in os.environ.items() if k not in sources}
     env = {
-        **os.environ,
-        "ACTORMUX_PLAN": str(plan_path),
+        **inherited,
+        **source,
         "ACTORMUX_RECORDS": str(out_dir / "locust_requests.parquet"),
         "ACTORMUX_RECORDS_STREAM": str(out_dir / "locust_requests.jsonl"),
         "ACTORMUX_ACTOR_DOMAIN": actor_domain,
@@ -128,6 +145,7 @@ def start_locust(
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
         "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "5",
+        "--exit-code-on-error", "0",  # failed requests are measurements, not Locust's errors
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -136,7 +154,7 @@ def start_locust(
     return LocustProcess(proc, out_dir, timeout)
 
 
-def run_locust(plan: Plan, host: str, out_dir: Path, **options: Any) -> LocustRun:
+def run_locust(plan: Plan | Scripts, host: str, out_dir: Path, **options: Any) -> LocustRun:
     """Play ``plan`` against ``host`` with Locust, headless, to the end; files go to
     ``out_dir``; ``options`` as for :func:`start_locust`."""
     return start_locust(plan, host, out_dir, **options).wait()

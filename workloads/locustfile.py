@@ -20,6 +20,13 @@ Environment: ``ACTORMUX_PLAN`` (required), ``ACTORMUX_RECORDS`` (Parquet to writ
 its answer arrives, so a Locust killed mid-run leaves what it saw acknowledged), and
 ``ACTORMUX_PLAN_START_S`` (start part-way: play the requests from that plan time on,
 the first of them now).
+
+Closed loop: with ``ACTORMUX_SCRIPTS`` (a :class:`workloads.sessions.Scripts` archive)
+instead of a plan, each user plays one actor's session with the same
+:class:`workloads.sessions.SessionPlayer` as the simulator: a call goes out when the
+player says, after the previous answer; every call is also logged to
+``ACTORMUX_CALLS_LOG`` (JSON lines: actor, call, attempt, sent and answered times, ok),
+which is how a test checks that Locust did what the player asks for the answers it got.
 """
 
 from __future__ import annotations
@@ -37,8 +44,12 @@ from locust import HttpUser, LoadTestShape, constant, events, task
 
 from control.metrics import REQUEST_COLUMNS
 from workloads.plan import Plan
+from workloads.sessions import Call, Scripts, SessionPlayer
 
-PLAN = Plan.load(Path(os.environ["ACTORMUX_PLAN"]))
+SCRIPTS_PATH = os.environ.get("ACTORMUX_SCRIPTS")
+SCRIPTS = Scripts.load(Path(SCRIPTS_PATH)) if SCRIPTS_PATH else None
+PLAN = Plan.load(Path(os.environ["ACTORMUX_PLAN"])) if SCRIPTS is None else None
+CALLS_LOG = os.environ.get("ACTORMUX_CALLS_LOG")
 DOMAIN = os.environ.get("ACTORMUX_ACTOR_DOMAIN", "actors.local")
 REQUEST_PATH = os.environ.get("ACTORMUX_REQUEST_PATH", "/")
 RECORDS = os.environ.get("ACTORMUX_RECORDS")
@@ -55,14 +66,24 @@ TIMING_HEADERS = {
     "service_s": "X-Actormux-Service-S",
 }
 
-_per_actor = [reqs[PLAN.times[reqs] >= START_S] for reqs in PLAN.actor_requests()]
-_ORDER = sorted(
-    (a for a, reqs in enumerate(_per_actor) if len(reqs)),
-    key=lambda a: (PLAN.times[_per_actor[a][0]], a),
-)
-_FIRST = [float(PLAN.times[_per_actor[a][0]]) for a in _ORDER]
+if PLAN is not None:
+    _per_actor = [reqs[PLAN.times[reqs] >= START_S] for reqs in PLAN.actor_requests()]
+    _ORDER = sorted(
+        (a for a, reqs in enumerate(_per_actor) if len(reqs)),
+        key=lambda a: (PLAN.times[_per_actor[a][0]], a),
+    )
+    _FIRST = [float(PLAN.times[_per_actor[a][0]]) for a in _ORDER]
+    _DURATION_S = PLAN.duration_s
+else:
+    assert SCRIPTS is not None
+    _PLAYER = SessionPlayer(SCRIPTS)
+    _FIRST_CALLS = _PLAYER.first_calls()
+    _FIRST = [call.at for call in _FIRST_CALLS]
+    _DURATION_S = SCRIPTS.duration_s
 _next_user = itertools.count()
-_state: dict[str, Any] = {"t0": None, "answered": 0, "written": False}
+_rids = itertools.count()
+_state: dict[str, Any] = {"t0": None, "answered": 0, "written": False, "sessions_done": 0}
+_calls = open(CALLS_LOG, "a", buffering=1) if CALLS_LOG else None  # noqa: SIM115
 _rows: list[tuple[Any, ...]] = []
 _stream = open(STREAM, "a", buffering=1) if STREAM else None  # noqa: SIM115 - lives as long as Locust
 
@@ -130,7 +151,13 @@ def _write_records() -> None:
     _state["written"] = True
     frame = pd.DataFrame(_rows, columns=list(REQUEST_COLUMNS)).sort_values("request")
     frame.to_parquet(RECORDS, index=False)
-    meta = {"t0_unix": _state["t0"], "requests": len(PLAN), "answered": _state["answered"]}
+    sent = len(PLAN) if PLAN is not None else _PLAYER.counts.calls
+    meta = {"t0_unix": _state["t0"], "requests": sent, "answered": _state["answered"]}
+    if SCRIPTS is not None:
+        meta["client"] = {
+            "retries": _PLAYER.counts.retries, "gave_up": _PLAYER.counts.gave_up,
+            "turns_cut": _PLAYER.counts.turns_cut,
+        }  # fmt: skip
     Path(RECORDS).with_suffix(".json").write_text(json.dumps(meta) + "\n")
 
 
@@ -144,52 +171,108 @@ def _on_quitting(**_kwargs: Any) -> None:
     _write_records()
 
 
-class ActorUser(HttpUser):
-    """Plays one actor's planned requests, then idles until the test ends."""
-
-    wait_time = constant(3600)
-
-    @task
-    def play(self) -> None:
-        k = next(_next_user)
-        if k >= len(_ORDER):
-            return  # more users than actors: nothing to do
-        actor = _ORDER[k]
-        actor_id = PLAN.population.ids[actor]
-        t0 = _t0()
-        sends = []
-        for rid in _per_actor[actor].tolist():
-            delay = t0 + float(PLAN.times[rid]) - time.time()
-            if delay > 0:
-                gevent.sleep(delay)
-            sends.append(gevent.spawn(self._send, rid, actor_id))
-        gevent.joinall(sends)
-
-    def _send(self, rid: int, actor_id: str) -> None:
-        self.client.post(
-            REQUEST_PATH,
-            data=b"",
-            headers={
-                "Host": f"{actor_id}.{DOMAIN}",
-                "X-Request-Id": str(rid),
-                "X-Actormux-Service": repr(float(PLAN.service_s[rid])),
-            },
-            name="actor request",
-            context={"request": rid, "actor": actor_id},
-            timeout=REQUEST_TIMEOUT_S,
-        )
+def _post(client: Any, rid: int, actor_id: str, service_s: float) -> Any:
+    return client.post(
+        REQUEST_PATH,
+        data=b"",
+        headers={
+            "Host": f"{actor_id}.{DOMAIN}",
+            "X-Request-Id": str(rid),
+            "X-Actormux-Service": repr(float(service_s)),
+        },
+        name="actor request",
+        context={"request": rid, "actor": actor_id},
+        timeout=REQUEST_TIMEOUT_S,
+    )
 
 
-class PlanShape(LoadTestShape):
-    """Users = actors whose first request is near; stop when all requests are answered."""
+if SCRIPTS is not None:
 
-    def tick(self) -> tuple[int, float] | None:
-        t = self.get_run_time()
-        remaining = sum(len(reqs) for reqs in _per_actor)
-        if (
-            _state["answered"] >= remaining
-            or t > PLAN.duration_s - START_S + REQUEST_TIMEOUT_S + 30
-        ):
-            return None
-        users = sum(1 for first in _FIRST if first <= START_S + t + SPAWN_LEAD_S)
-        return max(users, 1), SPAWN_RATE
+    class SessionUser(HttpUser):
+        """Plays one actor's session closed-loop, then idles until the test ends."""
+
+        wait_time = constant(3600)
+
+        @task
+        def play(self) -> None:
+            k = next(_next_user)
+            if k >= len(_FIRST_CALLS):
+                return
+            call: Call | None = _FIRST_CALLS[k]
+            assert call is not None and SCRIPTS is not None
+            actor_id = SCRIPTS.population.ids[call.actor]
+            t0 = _t0()
+            while call is not None:
+                delay = t0 + call.at - time.time()
+                if delay > 0:
+                    gevent.sleep(delay)
+                sent = time.time() - t0
+                if sent >= SCRIPTS.duration_s:
+                    break
+                rid = next(_rids)
+                _PLAYER.sent(call)
+                response = _post(self.client, rid, actor_id, call.service_s)
+                answered = time.time() - t0
+                status = int(getattr(response, "status_code", 0) or 0)
+                ok = 200 <= status < 400
+                if _calls is not None:
+                    _calls.write(json.dumps({
+                        "actor": call.actor, "call": call.index, "attempt": call.attempt,
+                        "request": rid, "sent_s": sent, "answered_s": answered, "ok": ok,
+                    }) + "\n")  # fmt: skip
+                call = _PLAYER.answered(call, answered, ok)
+            _state["sessions_done"] += 1
+
+    class SessionShape(LoadTestShape):
+        """Users = sessions whose first call is near; stop when every session is done."""
+
+        def tick(self) -> tuple[int, float] | None:
+            t = self.get_run_time()
+            if (
+                _state["sessions_done"] >= len(_FIRST_CALLS)
+                or t > _DURATION_S + REQUEST_TIMEOUT_S + 30
+            ):
+                return None
+            users = sum(1 for first in _FIRST if first <= t + SPAWN_LEAD_S)
+            return max(users, 1), SPAWN_RATE
+
+else:
+
+    class ActorUser(HttpUser):
+        """Plays one actor's planned requests, then idles until the test ends."""
+
+        wait_time = constant(3600)
+
+        @task
+        def play(self) -> None:
+            k = next(_next_user)
+            if k >= len(_ORDER):
+                return  # more users than actors: nothing to do
+            actor = _ORDER[k]
+            actor_id = PLAN.population.ids[actor]
+            t0 = _t0()
+            sends = []
+            for rid in _per_actor[actor].tolist():
+                delay = t0 + float(PLAN.times[rid]) - time.time()
+                if delay > 0:
+                    gevent.sleep(delay)
+                sends.append(gevent.spawn(self._send, rid, actor_id))
+            gevent.joinall(sends)
+
+        def _send(self, rid: int, actor_id: str) -> None:
+            assert PLAN is not None
+            _post(self.client, rid, actor_id, float(PLAN.service_s[rid]))
+
+    class PlanShape(LoadTestShape):
+        """Users = actors whose first request is near; stop when all requests are answered."""
+
+        def tick(self) -> tuple[int, float] | None:
+            t = self.get_run_time()
+            remaining = sum(len(reqs) for reqs in _per_actor)
+            if (
+                _state["answered"] >= remaining
+                or t > PLAN.duration_s - START_S + REQUEST_TIMEOUT_S + 30
+            ):
+                return None
+            users = sum(1 for first in _FIRST if first <= START_S + t + SPAWN_LEAD_S)
+            return max(users, 1), SPAWN_RATE

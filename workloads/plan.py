@@ -43,8 +43,7 @@ class Plan:
         if run.sessions is not None:
             raise ValueError(
                 "workload.loop=closed: closed-loop sessions have no plan (when a call goes "
-                "out depends on the answers); real backends play open-loop plans so far: "
-                "set workload.loop=open"
+                "out depends on the answers): play their scripts (AgentWorkload.scripts)"
             )
         batch = concat(list(run.batches))
         return cls(

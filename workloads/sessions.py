@@ -20,15 +20,17 @@ answers arrive).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from workloads.base import Population
+from workloads.base import Population, WorkloadRun
 from workloads.shapes import TimeWarp
 
 LOOPS = ("open", "closed")
@@ -106,6 +108,45 @@ class Scripts:
     think_s: NDArray[np.float64]
     warp: TimeWarp
     duration_s: float
+    client: ClientPolicy = field(default_factory=ClientPolicy)
+    seed: int = 0
+    name: str = "sessions"
+
+    def start(self, duration_s: float, seed: int) -> WorkloadRun:
+        """As a workload: these scripts (drawn for ``self.duration_s``; the seed is not
+        used), played closed-loop by whoever starts them."""
+        if duration_s > self.duration_s + 1e-9:
+            raise ValueError(f"scripts drawn for {self.duration_s:g} s, asked for {duration_s:g} s")
+        return WorkloadRun(self.population, iter(()), replace(self, duration_s=duration_s))
+
+    def save(self, path: Path) -> None:
+        """Write the scripts as a NumPy ``.npz`` archive (for the Locust process)."""
+        pop = self.population
+        np.savez_compressed(
+            path, ids=np.asarray(pop.ids), snapshot_bytes=pop.snapshot_bytes,
+            snapshot_version=pop.snapshot_version, created_s=pop.created_s,
+            first_turn=self.first_turn, offsets=self.offsets, gap_s=self.gap_s,
+            service_s=self.service_s, ends_turn=self.ends_turn, think_s=self.think_s,
+            warp_t=self.warp.t, warp_lam=self.warp.lam,
+            meta=np.asarray([pop.template, self.name, repr(self.duration_s), str(self.seed),
+                             json.dumps(asdict(self.client)), str(self.warp.identity)]),
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: Path) -> Scripts:
+        """Read scripts written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as f:
+            template, name, duration, seed, client, identity = (str(x) for x in f["meta"])
+            population = Population(
+                [str(x) for x in f["ids"]], f["snapshot_bytes"], f["snapshot_version"],
+                f["created_s"], template,
+            )  # fmt: skip
+            warp = TimeWarp.from_arrays(f["warp_t"], f["warp_lam"], identity == "True")
+            return cls(
+                population, f["first_turn"], f["offsets"], f["gap_s"], f["service_s"],
+                f["ends_turn"], f["think_s"], warp, float(duration),
+                ClientPolicy(**json.loads(client)), int(seed), name,
+            )  # fmt: skip
 
     def calls_of(self, actor: int) -> range:
         """The indices of ``actor``'s calls."""
@@ -139,12 +180,19 @@ class ClientCounts:
 
 @dataclass
 class SessionPlayer:
-    """Plays :class:`Scripts` against answers (see the module docstring)."""
+    """Plays :class:`Scripts` against answers (see the module docstring), with the
+    scripts' client policy and seed unless told others."""
 
     scripts: Scripts
-    policy: ClientPolicy
-    seed: int
+    policy: ClientPolicy | None = None
+    seed: int | None = None
     counts: ClientCounts = field(default_factory=ClientCounts)
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            self.policy = self.scripts.client
+        if self.seed is None:
+            self.seed = self.scripts.seed
 
     def first_calls(self) -> list[Call]:
         """Each actor's first call, before the run's end, in time order."""
@@ -167,14 +215,16 @@ class SessionPlayer:
     def answered(self, call: Call, at: float, ok: bool) -> Call | None:
         """``call`` was answered at ``at`` (``ok``: 2xx); the actor's next call, if it
         goes out before the run's end."""
+        policy = self.policy
+        assert policy is not None
         if ok:
             return self._after(call, at)
-        if call.attempt < self.policy.retries:
+        if call.attempt < policy.retries:
             retry = call.attempt + 1
-            wait = self.policy.wait_s(retry, self._draw(call.actor, call.index, retry))
+            wait = policy.wait_s(retry, self._draw(call.actor, call.index, retry))
             return self._before_end(Call(call.actor, call.index, at + wait, call.service_s, retry))
         self.counts.gave_up += 1
-        if self.policy.give_up == "call" or self.scripts.ends_turn[call.index]:
+        if policy.give_up == "call" or self.scripts.ends_turn[call.index]:
             return self._after(call, at)
         last = call.index
         while not self.scripts.ends_turn[last]:

@@ -116,6 +116,13 @@ class TimeWarp:
         self.lam = np.concatenate([[0.0], np.cumsum((m[1:] + m[:-1]) / 2 * np.diff(self.t))])
         self.identity = bool(np.all(m == 1.0))
 
+    @classmethod
+    def from_arrays(cls, t: FloatArray, lam: FloatArray, identity: bool) -> TimeWarp:
+        """A warp from its grid (as saved with a session script)."""
+        warp = cls.__new__(cls)
+        warp.t, warp.lam, warp.identity = np.asarray(t), np.asarray(lam), bool(identity)
+        return warp
+
     def forward(self, t: FloatArray) -> FloatArray:
         """``Λ(t)``."""
         if self.identity:
