@@ -30,10 +30,12 @@ lock:
 	rm -rf /tmp/actormux-lock && $(PYTHON) -m venv /tmp/actormux-lock
 	/tmp/actormux-lock/bin/python -m pip install -q pip-tools
 	head -5 $(LOCK) > /tmp/actormux-lock/header
+	tail -n +6 $(LOCK) > /tmp/actormux-lock/requirements.lock  # keep today's pins
 	/tmp/actormux-lock/bin/pip-compile -q --extra dev --extra gcs --extra notebooks \
 		--strip-extras --no-emit-index-url --no-emit-find-links --unsafe-package actormux \
 		-o /tmp/actormux-lock/requirements.lock pyproject.toml
-	cat /tmp/actormux-lock/header /tmp/actormux-lock/requirements.lock > $(LOCK)
+	cat /tmp/actormux-lock/header /tmp/actormux-lock/requirements.lock \
+		| sed 's|/tmp/actormux-lock/requirements.lock|requirements.lock|' > $(LOCK)
 
 venv: $(VENV)/.runtime
 

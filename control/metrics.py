@@ -101,6 +101,8 @@ SUMMARY_KEYS = (
     "sim_events",
     "wall_s",
     "reliability",
+    "warmup_s",
+    "versions",
 )
 
 Table = Mapping[str, Any]
@@ -130,15 +132,24 @@ def summarize(
     events: int,
     wall_s: float,
     reliability: Mapping[str, int] | None = None,
+    warmup_s: float = 0.0,
+    versions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The run summary (keys :data:`SUMMARY_KEYS`).
 
     ``reliability`` holds injected faults and the controller's fault and recovery
-    counters (stale completions, retries, lost activations, ...).
+    counters (stale completions, retries, lost activations, ...). ``versions``: of the
+    packages that shape the numbers (the caller reads them).
 
     Request latency percentiles are over requests that ended ok; activation latency
-    is each activation's ``total_s`` (control plane + download + restore).
+    is each activation's ``total_s`` (control plane + download + restore). With
+    ``warmup_s``, requests that arrived and activations that started before it are left
+    out of the request and activation metrics (the transient of a run that starts
+    cold); rates, utilization and counters still cover the whole run.
     """
+    if warmup_s > 0:
+        requests = _from(requests, "arrival_s", warmup_s)
+        activations = _from(activations, "start_s", warmup_s)
     outcome = np.asarray(requests["outcome"])
     ok = outcome == "ok"
     summary: dict[str, Any] = {
@@ -161,6 +172,14 @@ def summarize(
         "sim_events": events,
         "wall_s": wall_s,
         "reliability": dict(reliability or {}),
+        "warmup_s": warmup_s,
+        "versions": dict(versions or {}),
     }
     assert tuple(summary) == SUMMARY_KEYS
     return summary
+
+
+def _from(table: Table, column: str, start: float) -> dict[str, Any]:
+    """The rows of ``table`` whose ``column`` is at least ``start``."""
+    keep = np.asarray(table[column], dtype=float) >= start
+    return {name: np.asarray(values)[keep] for name, values in table.items()}

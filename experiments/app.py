@@ -45,9 +45,23 @@ def run_experiment(cfg: DictConfig) -> None:
         run_real(cfg, spec, out_dir)
         return
     output = simulate(spec)
-    report = write_run(out_dir, spec, output)
+    sections: tuple[str, ...] = ()
+    if spec.replications > 1:
+        from experiments.replicate import plot, replicate, section
+
+        added = replicate(
+            output.summary, spec, lambda one: simulate(replace(one, progress=False)).summary
+        )
+        output = replace(output, summary={**output.summary, **added})
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plot(output.summary, out_dir / "replications.png")
+        sections = (section(output.summary, "replications.png"),)
+    report = write_run(out_dir, spec, output, sections)
     print(f"{spec.experiment} ({spec.backend}):")
     print(format_summary(output.summary))
+    if sections:
+        print()
+        print(sections[0])
     print(f"report: {report}")
 
 
@@ -77,16 +91,14 @@ def run_real(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
         except ConfigError as e:
             exit_bad_config(e)
     if cfg.get("soak") is not None:
+        if getattr(spec.workload, "loop", "open") == "closed":
+            why = "plays open-loop plans only (it restarts Locust part-way)"
+            exit_bad_config(ValueError(f"experiment=soak: {why}; set workload.loop=open"))
         if spec.backend != "local":
             exit_bad_config(ValueError("experiment=soak: needs backend=local (it kills "
                                        "this machine's processes)"))  # fmt: skip
         run_soak_or_exit(cfg, spec, out_dir)
         return
-    if getattr(spec.workload, "loop", "open") == "closed":
-        exit_bad_config(ValueError(
-            "workload.loop=closed: real backends play open-loop plans so far (Locust does "
-            "not play session scripts yet); set workload.loop=open"
-        ))  # fmt: skip
     deployment = deployment_or_exit(cfg, spec, state_dir=out_dir / "state")
     if fidelity:
         run_fidelity(cfg, spec, deployment, out_dir)

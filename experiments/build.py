@@ -25,6 +25,7 @@ from workloads.base import Workload
 from workloads.trace import TraceWorkload
 
 BACKENDS = ("sim", "local", "kind", "gke")
+MAX_REPLICATIONS = 1000
 WORKLOADS: dict[str, Callable[[Mapping[str, Any], Path], Workload]] = {
     "agent": AgentWorkload.from_config,
     "trace": TraceWorkload.from_config,
@@ -64,6 +65,8 @@ class RunSpec:
     _policy_cfg: dict[str, Any]
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     faults: FaultModel = field(default_factory=FaultModel)
+    warmup_s: float = 0.0  # requests and activations before it are left out of the metrics
+    replications: int = 1  # seeds seed .. seed + replications - 1 (experiments/replicate.py)
 
     def make_controller(self, recovery: RecoverySettings | None = None) -> Controller:
         """A fresh controller with fresh policy instances (policies keep state);
@@ -187,6 +190,20 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
     recovery = recovery_from_config(raw.get("recovery"))
 
     sample_interval_s = _float(backend, "sample_interval_s", "backend.sample_interval_s")
+    warmup_s = raw.get("warmup_s", 0)
+    if isinstance(warmup_s, bool) or not isinstance(warmup_s, int | float):
+        raise ConfigError(f"warmup_s: must be a number (got {warmup_s!r})")
+    if not 0 <= warmup_s < duration_s:
+        raise ConfigError(
+            f"warmup_s: must be >= 0 and < duration_s={duration_s:g} (got {warmup_s})"
+        )
+    replications = raw.get("replications", 1)
+    if isinstance(replications, bool) or not isinstance(replications, int):
+        raise ConfigError(f"replications: must be an integer (got {replications!r})")
+    if not 1 <= replications <= MAX_REPLICATIONS:
+        raise ConfigError(f"replications: must be 1..{MAX_REPLICATIONS} (got {replications})")
+    if replications > 1 and backend_name != "sim":
+        raise ConfigError("replications: the simulator's only so far (backend=sim)")
     return RunSpec(
         experiment=str(raw.get("experiment", "adhoc")),
         question=str(raw.get("question", "")),
@@ -208,6 +225,8 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
         _policy_cfg={k: policy[k] for k in POLICY_METHODS},
         recovery=recovery,
         faults=faults,
+        warmup_s=float(warmup_s),
+        replications=replications,
     )
 
 

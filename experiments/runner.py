@@ -25,7 +25,7 @@ class RunOutput:
 def summary_of(result: RunResult, spec: RunSpec, *, backend: str, wall_s: float) -> dict[str, Any]:
     """The run's summary (``summary.json``) from its records, with the versions of the
     packages that shape its numbers."""
-    summary = summarize(
+    return summarize(
         result.requests,
         result.activations,
         experiment=spec.experiment,
@@ -39,9 +39,9 @@ def summary_of(result: RunResult, spec: RunSpec, *, backend: str, wall_s: float)
         events=result.events,
         wall_s=round(wall_s, 3),
         reliability=result.reliability,
+        warmup_s=spec.warmup_s,
+        versions=package_versions(),
     )
-    summary["versions"] = dict(package_versions())
-    return summary
 
 
 def make_simulation(spec: RunSpec, progress: Callable[[float], None] | None = None) -> Simulation:
