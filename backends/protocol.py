@@ -68,6 +68,12 @@ class Deployment(Protocol):
         ...
 
     @property
+    def listen_host(self) -> str:
+        """Where ``serve`` listens: 127.0.0.1, or, for a control plane in a pod, the
+        pod's addresses (0.0.0.0) so that its Service reaches it."""
+        ...
+
+    @property
     def admin_port(self) -> int:
         """The admin API's, on 127.0.0.1."""
         ...

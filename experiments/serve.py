@@ -59,11 +59,11 @@ def admin_token(deployment: Deployment) -> tuple[str, str]:
     return token, str(path)
 
 
-async def start_site(app: web.Application, port: int) -> web.AppRunner:
-    """Serve ``app`` on 127.0.0.1:``port``."""
+async def start_site(app: web.Application, port: int, host: str = "127.0.0.1") -> web.AppRunner:
+    """Serve ``app`` on ``host:port`` (loopback unless a pod's deployment says so)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, host, port).start()
     return runner
 
 
@@ -82,12 +82,12 @@ async def serve(spec: RunSpec, deployment: Deployment) -> None:
             print(f"actormux serve: {e}", file=sys.stderr)
             raise SystemExit(1) from None
         backend.open()
-        await router.start(deployment.port)
-        runners.append(await start_site(admin_app(backend, token=token), deployment.admin_port))
-        print(
-            f"router: http://127.0.0.1:{deployment.port}  (Host: <actor>.{deployment.actor_domain})"
-        )
-        print(f"admin:  http://127.0.0.1:{deployment.admin_port}  (token: {token_at})")
+        host = deployment.listen_host
+        await router.start(deployment.port, host=host)
+        admin = admin_app(backend, token=token)
+        runners.append(await start_site(admin, deployment.admin_port, host))
+        print(f"router: http://{host}:{deployment.port}  (Host: <actor>.{deployment.actor_domain})")
+        print(f"admin:  http://{host}:{deployment.admin_port}  (token: {token_at})")
         print(
             f"backend={deployment.name}: {len(backend.ctl.workers())} workers so far, "
             f"{len(backend.ctl.actors())} actors; Ctrl-C to stop",

@@ -153,3 +153,36 @@ def test_pods_that_run_as_the_images_user_can_read_their_secrets(overlay):
         for volume in pod["volumes"]:
             if "secret" in volume:
                 assert volume["secret"]["defaultMode"] & 0o040, (name, volume)
+
+
+def test_the_control_plane_runs_actormux_serve_with_arguments_it_accepts(tmp_path):
+    """The Deployment runs `actormux serve backend=$(ACTORMUX_BACKEND) ...`: the same
+    configured policies as the simulator. Its arguments make a valid config of both
+    cluster backends, listening where the Service reaches it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from backends.kube.settings import kube_config
+    from experiments.build import build
+
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render(OVERLAYS["kind"])}
+    pod = objects[("Deployment", "actormux-control")]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["actormux"] and container["args"][0] == "serve"
+    env = {var["name"] for var in container["env"]}
+    assert "ACTORMUX_BACKEND" in env
+    token = tmp_path / "token"
+    token.write_text("t" * 32)
+    for backend in ("kind", "gke"):
+        overrides = [a.replace("$(ACTORMUX_BACKEND)", backend) for a in container["args"][1:]
+                     if not a.startswith("hydra.")]  # fmt: skip
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("ACTORMUX_SNAPSHOTS", "gs://bucket/snapshots")
+            with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+                cfg = compose("config", overrides=overrides)
+            spec = build(cfg)
+            section = OmegaConf.to_container(cfg.backend, resolve=True)
+        config = kube_config({**section, "agent_token_file": str(token)}, workers=spec.workers)
+        assert config.name == backend and config.listen_host == "0.0.0.0"
+        ports = {p["containerPort"] for p in container["ports"]}
+        assert ports == {config.port, config.admin_port}

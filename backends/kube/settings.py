@@ -50,6 +50,7 @@ class KubeConfig:
     duration_s: float | None
     isolate_runs: bool
     activation_timeout_s: float
+    listen_host: str = "127.0.0.1"  # serve in a pod: 0.0.0.0 (the router Service)
 
     @property
     def workers(self) -> int:
@@ -184,7 +185,18 @@ def kube_config(
         duration_s=duration(cfg),
         isolate_runs=isolate,
         activation_timeout_s=positive(cfg, "activation_timeout_s"),
+        listen_host=_listen_host(cfg),
     )
+
+
+def _listen_host(cfg: Mapping[str, Any]) -> str:
+    host = cfg.get("listen_host", "127.0.0.1")
+    if host not in ("127.0.0.1", "0.0.0.0"):
+        raise ValueError(
+            f"backend.listen_host: 127.0.0.1, or 0.0.0.0 for a control plane in a pod "
+            f"(got {host!r})"
+        )
+    return str(host)
 
 
 if TYPE_CHECKING:  # mypy checks that the config is a Deployment

@@ -41,6 +41,11 @@ class LocalConfig:
     name: str = "local"
 
     @property
+    def listen_host(self) -> str:
+        """Loopback only: actormux's traffic stays on this machine."""
+        return "127.0.0.1"
+
+    @property
     def workers(self) -> int:
         """Worker slots on this machine."""
         return self.settings.workers

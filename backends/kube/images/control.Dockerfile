@@ -1,7 +1,8 @@
-# The control plane's image: python -m backends.kube (router, admin API, controller),
-# and `actormux` itself for the bench Job (backends/kube/bench), which runs experiments
-# in the cluster: hence the configs, the trace and the bench baselines, and an
-# editable install (the configs are found beside the code).
+# The control plane's image: `actormux serve backend=kind|gke` (router, admin API,
+# controller; the Deployment's command) and `actormux bench` for the bench Job
+# (backends/kube/bench), which runs experiments in the cluster: hence the configs, the
+# trace and the bench baselines, and an editable install (the configs are found beside
+# the code). The entrypoint, python -m backends.kube, is the same without Hydra.
 # Build from the repository root:
 #   docker build -f backends/kube/images/control.Dockerfile -t actormux-control .
 FROM python:3.11-slim-bookworm
