@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from backends.local.router import RouterLimits
@@ -71,3 +72,18 @@ def router_limits(cfg: Mapping[str, Any]) -> RouterLimits:
 def duration(cfg: Mapping[str, Any]) -> float | None:
     """``backend.duration_s``: real seconds of load in experiments (None: the experiment's)."""
     return None if cfg.get("duration_s") is None else positive(cfg, "duration_s")
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def read_token(path: Path, field: str) -> str:
+    """The bearer token in ``path`` (stripped); ``ValueError`` naming ``field`` if it
+    cannot be read or is shorter than :data:`MIN_TOKEN_CHARS` characters."""
+    try:
+        token = path.read_text().strip()
+    except OSError as e:
+        raise ValueError(f"{field}: {e}") from None
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"{field}: {path} holds fewer than {MIN_TOKEN_CHARS} characters")
+    return token

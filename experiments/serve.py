@@ -23,6 +23,7 @@ from aiohttp import web
 from omegaconf import DictConfig
 
 from backends.admin import admin_app
+from backends.config import read_token
 from backends.local.db import StateDBError
 from backends.local.lock import InstanceBusy
 from backends.local.router import Router
@@ -43,10 +44,7 @@ def admin_token(deployment: Deployment) -> tuple[str, str]:
 
         assert isinstance(deployment, KubeConfig)
         path = deployment.admin_token_file
-        token = path.read_text().strip()
-        if len(token) < 16:
-            raise ValueError(f"{path} holds fewer than 16 characters")
-        return token, str(path)
+        return read_token(path, "backend.admin_token_file"), str(path)
     lc = deployment
     if lc.admin_token:
         return lc.admin_token, "as configured"

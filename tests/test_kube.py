@@ -263,4 +263,4 @@ def test_the_control_plane_process_says_what_it_is_missing(tmp_path):
          "--snapshots", "file:///nonexistent", "--agent-token-file", str(short)],
         capture_output=True, text=True, env=env, cwd=root, check=False,
     )  # fmt: skip
-    assert done.returncode == 1 and "shorter than 16 characters" in done.stderr
+    assert done.returncode == 1 and "fewer than 16 characters" in done.stderr

@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from backends.admin import admin_app
+from backends.config import read_token
 from backends.kube.backend import KubeBackend, KubeSettings
 from backends.local.router import Router, RouterLimits
 from control.controller import Controller
@@ -79,12 +80,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def _read_token(path: Path, what: str) -> str:
     try:
-        token = path.read_text().strip()
-    except OSError as e:
-        raise SystemExit(f"{what} token: {e}") from None
-    if len(token) < 16:
-        raise SystemExit(f"{what} token in {path} is shorter than 16 characters")
-    return token
+        return read_token(path, f"{what} token")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -24,7 +24,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backends.config import duration, integer, ports, positive, router_limits, template, text
+from backends.config import (
+    duration,
+    integer,
+    ports,
+    positive,
+    read_token,
+    router_limits,
+    template,
+    text,
+)
 from backends.controlplane import ControlPlane
 from backends.kube.backend import KubeBackend, KubeSettings
 from backends.local.router import RouterLimits
@@ -127,16 +136,6 @@ def _storage_options(value: Any) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in value.items()}
 
 
-def _token(path: Path, what: str) -> str:
-    try:
-        token = path.read_text().strip()
-    except OSError as e:
-        raise ValueError(f"backend.{what}_token_file: {e}") from None
-    if len(token) < 16:
-        raise ValueError(f"backend.{what}_token_file: {path} holds fewer than 16 characters")
-    return token
-
-
 def kube_config(
     cfg: Mapping[str, Any], *, workers: int, resume_on_every_request: bool = False
 ) -> KubeConfig:
@@ -157,7 +156,7 @@ def kube_config(
         identity=str(cfg.get("identity") or os.environ.get("POD_NAME") or os.uname().nodename),
         redis_url=redis_url,
         snapshots=snapshots,
-        agent_token=_token(Path(text(cfg, "agent_token_file")), "agent"),
+        agent_token=read_token(Path(text(cfg, "agent_token_file")), "backend.agent_token_file"),
         api_host=None if api_host is None else str(api_host),
         statefulset=text(cfg, "statefulset"),
         lease=text(cfg, "lease"),
