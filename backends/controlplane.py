@@ -50,6 +50,8 @@ from control.messages import (
     SuspendRequested,
     TimerFired,
 )
+from control.metrics import ActivationRow, CheckpointRow, RequestRow, SampleRow
+from control.model import ActorState
 
 log = logging.getLogger("actormux.controlplane")
 TIME_WAIT_S = 61.0  # netstack keeps a TIME_WAIT this long after the actor closed first
@@ -66,6 +68,20 @@ class GoldenImage:
 
 
 @dataclass
+class MeasuredParts:
+    """What a real activation or checkpoint measured of its parts while it ran (the rest
+    of its time is the restore, or the checkpoint): the control plane's part (an
+    activation's writes of its generation and sandbox; a checkpoint's fence check), the
+    snapshot's transfer (fetching and checking it; describing and publishing it), and
+    whether an activation's snapshot was on the worker's node already (``cache_hit``).
+    """
+
+    control_plane_s: float = 0.0
+    transfer_s: float = 0.0
+    cache_hit: bool = True
+
+
+@dataclass
 class Admission:
     """The controller's answer to a request, as the router receives it."""
 
@@ -79,10 +95,10 @@ class Admission:
 class Records:
     """Rows of the metrics tables (``control/metrics.py``) as the run goes."""
 
-    requests: list[tuple[Any, ...]] = field(default_factory=list)
-    activations: list[tuple[Any, ...]] = field(default_factory=list)
-    checkpoints: list[tuple[Any, ...]] = field(default_factory=list)
-    samples: list[tuple[Any, ...]] = field(default_factory=list)
+    requests: list[RequestRow] = field(default_factory=list)
+    activations: list[ActivationRow] = field(default_factory=list)
+    checkpoints: list[CheckpointRow] = field(default_factory=list)
+    samples: list[SampleRow] = field(default_factory=list)
     losses: list[LossRow] = field(default_factory=list)
     # actor -> [(sandbox, alive from, alive until)]: the driver's own view of lifetimes
     lifetimes: dict[str, list[list[Any]]] = field(default_factory=dict)
@@ -105,6 +121,7 @@ class ControlPlane:
         self.control_plane_calls = 0
         self._t0 = time.monotonic()
         self._ids = 0
+        self._admission_s: dict[str, float] = {}  # actor -> its last admission's decision time
         self._waiting: dict[int, asyncio.Future[Forward | Reject]] = {}
         self._acked: dict[str, list[str]] = {}  # actor -> requests acked since its snapshot
         self._dirty: set[str] = set()  # actors that saw a failed connection since a probe
@@ -142,9 +159,21 @@ class ControlPlane:
         """A sealed checkpoint of a fresh ``template`` actor (made before :meth:`open`)."""
         raise NotImplementedError
 
-    def sample(self) -> None:
-        """Append one row to ``records.samples``."""
+    def snapshot_bytes(self) -> tuple[int, int]:
+        """Bytes of snapshots in the store, and of those on the workers' nodes (cached)."""
         raise NotImplementedError
+
+    def sample(self) -> None:
+        """Append one row to ``records.samples``. A real backend has no control-plane
+        queue or link models to sample: ``cp_queue``, ``cp_busy`` and the bandwidth are 0."""
+        counts = self.ctl.state_counts()
+        stored, cached = self.snapshot_bytes()
+        self.records.samples.append(SampleRow(
+            self.now(), len(self.ctl.workers()), self.ctl.occupied_workers,
+            counts[ActorState.SUSPENDED], counts[ActorState.RESUMING],
+            counts[ActorState.RUNNING], counts[ActorState.SUSPENDING],
+            self.ctl.waiting_actors, self.ctl.open_requests, 0, 0, stored, cached, 0.0,
+        ))  # fmt: skip
 
     def address(self, worker: str) -> tuple[str, int]:
         """Where a worker's actor answers."""
@@ -208,8 +237,13 @@ class ControlPlane:
         self._waiting[rid] = future
         if self.resume_on_every_request or not self.ctl.is_running(actor):
             self.control_plane_calls += 1
+            if self.resume_on_every_request:
+                # Substrate's router calls Resume on every request: a round trip to the
+                # control plane's state (its generation), which the request waits for
+                await self.state.offload(self.state.generation, actor)
         self._dispatch(RequestArrived(rid, actor, arrived))
         decided = self.now()
+        self._admission_s[actor] = decided - arrived
         decision = await future
         return Admission(rid, decision, arrived, decided)
 
@@ -254,8 +288,38 @@ class ControlPlane:
         """One row of the requests table, as the router saw the request end."""
         total = self.now() - arrived
         self.records.requests.append(
-            (rid, actor, arrived, outcome, status, activated, cp, queue, activation, service, total)
-        )
+            RequestRow(rid, actor, arrived, outcome, status, activated, cp, queue, activation,
+                       service, total)
+        )  # fmt: skip
+
+    def record_activation(
+        self, cmd: Restore, node: str, started: float, seconds: float, measured: MeasuredParts
+    ) -> None:
+        """One row of the activations table: ``cmd`` took ``seconds`` from ``started``.
+        Its control-plane time is the admission that asked for it (as the simulator
+        counts the Resume call) plus the writes it made; the restore is what the
+        measured parts leave. As in the simulator, the row starts when the control
+        plane is done (the download and restore follow)."""
+        admission = self._admission_s.pop(cmd.actor, 0.0)
+        self.records.activations.append(ActivationRow.of(
+            cmd.actor, cmd.worker, node, started + measured.control_plane_s, cold=cmd.cold,
+            cache_hit=measured.cache_hit and not cmd.cold, snapshot_bytes=cmd.snapshot_bytes,
+            control_plane_s=admission + measured.control_plane_s, download_s=measured.transfer_s,
+            restore_s=max(0.0, seconds - measured.control_plane_s - measured.transfer_s),
+        ))  # fmt: skip
+
+    def record_checkpoint(
+        self, cmd: Checkpoint, node: str, started: float, seconds: float, *, size: int,
+        measured: MeasuredParts,
+    ) -> None:  # fmt: skip
+        """One row of the checkpoints table: ``cmd`` took ``seconds`` from ``started``
+        and made a snapshot of ``size`` bytes."""
+        self.records.checkpoints.append(CheckpointRow.of(
+            cmd.actor, cmd.worker, node, started, snapshot_bytes=size,
+            control_plane_s=measured.control_plane_s,
+            checkpoint_s=max(0.0, seconds - measured.control_plane_s - measured.transfer_s),
+            upload_s=measured.transfer_s,
+        ))  # fmt: skip
 
     # ------------------------------------------------------------ commands
 

@@ -19,66 +19,126 @@ Pure: numpy only, no I/O; writing Parquet and plots lives in ``experiments``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-REQUEST_COLUMNS = (
-    "request",
-    "actor",
-    "arrival_s",
-    "outcome",
-    "status",
-    "activated",
-    "control_plane_s",
-    "queue_s",
-    "activation_s",
-    "service_s",
-    "total_s",
-)
-ACTIVATION_COLUMNS = (
-    "actor",
-    "worker",
-    "node",
-    "start_s",
-    "cold",
-    "cache_hit",
-    "snapshot_bytes",
-    "control_plane_s",
-    "download_s",
-    "restore_s",
-    "total_s",
-)
-CHECKPOINT_COLUMNS = (
-    "actor",
-    "worker",
-    "node",
-    "start_s",
-    "snapshot_bytes",
-    "control_plane_s",
-    "checkpoint_s",
-    "upload_s",
-    "total_s",
-)
-SAMPLE_COLUMNS = (
-    "t_s",
-    "workers",
-    "workers_busy",
-    "actors_suspended",
-    "actors_resuming",
-    "actors_running",
-    "actors_suspending",
-    "waiting_actors",
-    "open_requests",
-    "cp_queue",
-    "cp_busy",
-    "snapshot_bytes_stored",
-    "cache_bytes",
-    "bandwidth_bytes_per_s",
-)
 OUTCOMES = ("ok", "rejected", "timeout")
+
+
+class RequestRow(NamedTuple):
+    """One row of the requests table. ``total_s``: from arrival to the answer (or to
+    the rejection or timeout)."""
+
+    request: int
+    actor: str
+    arrival_s: float
+    outcome: str
+    status: int
+    activated: bool
+    control_plane_s: float
+    queue_s: float
+    activation_s: float
+    service_s: float
+    total_s: float
+
+
+class ActivationRow(NamedTuple):
+    """One row of the activations table; build it with :meth:`of`."""
+
+    actor: str
+    worker: str
+    node: str
+    start_s: float
+    cold: bool
+    cache_hit: bool  # the snapshot was on the worker's node: nothing was downloaded
+    snapshot_bytes: int
+    control_plane_s: float  # the control plane's part: the admission and its writes
+    download_s: float  # fetching (and checking) the snapshot
+    restore_s: float  # the sandbox restored (or started cold) until it answers
+    total_s: float
+
+    @classmethod
+    def of(
+        cls, actor: str, worker: str, node: str, start_s: float, *, cold: bool,
+        cache_hit: bool, snapshot_bytes: int, control_plane_s: float, download_s: float,
+        restore_s: float,
+    ) -> ActivationRow:  # fmt: skip
+        """The row; its ``total_s`` (the activation latency) is the sum of its parts,
+        here and nowhere else."""
+        total = control_plane_s + download_s + restore_s
+        return cls(actor, worker, node, start_s, cold, cache_hit, snapshot_bytes,
+                   control_plane_s, download_s, restore_s, total)  # fmt: skip
+
+
+class CheckpointRow(NamedTuple):
+    """One row of the checkpoints table; build it with :meth:`of`."""
+
+    actor: str
+    worker: str
+    node: str
+    start_s: float
+    snapshot_bytes: int  # the new snapshot's size, as the checkpoint measured it
+    control_plane_s: float  # the Suspend call (fencing the activation)
+    checkpoint_s: float  # runsc checkpoint
+    upload_s: float  # describing and publishing the image to the snapshot store
+    total_s: float
+
+    @classmethod
+    def of(
+        cls, actor: str, worker: str, node: str, start_s: float, *, snapshot_bytes: int,
+        control_plane_s: float, checkpoint_s: float, upload_s: float,
+    ) -> CheckpointRow:  # fmt: skip
+        """The row; ``total_s`` is the sum of its parts."""
+        total = control_plane_s + checkpoint_s + upload_s
+        return cls(actor, worker, node, start_s, snapshot_bytes, control_plane_s,
+                   checkpoint_s, upload_s, total)  # fmt: skip
+
+
+class SampleRow(NamedTuple):
+    """One row of the samples table (one sampling tick)."""
+
+    t_s: float
+    workers: int
+    workers_busy: int
+    actors_suspended: int
+    actors_resuming: int
+    actors_running: int
+    actors_suspending: int
+    waiting_actors: int
+    open_requests: int
+    cp_queue: int
+    cp_busy: int
+    snapshot_bytes_stored: int
+    cache_bytes: int
+    bandwidth_bytes_per_s: float
+
+
+# The tables' columns: the row types' fields.
+REQUEST_COLUMNS: tuple[str, ...] = RequestRow._fields
+ACTIVATION_COLUMNS: tuple[str, ...] = ActivationRow._fields
+CHECKPOINT_COLUMNS: tuple[str, ...] = CheckpointRow._fields
+SAMPLE_COLUMNS: tuple[str, ...] = SampleRow._fields
+
+
+def table(columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> dict[str, np.ndarray]:
+    """Rows (of one of the row types above) as columns."""
+    rows = list(rows)
+    if not rows:
+        return {c: np.empty(0) for c in columns}
+    return {c: np.asarray(v) for c, v in zip(columns, zip(*rows, strict=True), strict=True)}
+
+
+def worker_utilization(occupied_worker_s: float, workers: int, duration_s: float) -> float:
+    """The share of the workers' time that actors occupied them, over the plan's window
+    ``[0, duration_s]`` (not the drain after it): the same window in the simulator and
+    on a real backend."""
+    if workers <= 0 or duration_s <= 0:
+        return 0.0
+    return occupied_worker_s / (workers * duration_s)
+
 
 # The keys of summary.json, in order. Stable: other tools and CI benchmarks read them.
 SUMMARY_KEYS = (

@@ -38,7 +38,7 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
-from backends.controlplane import GoldenImage
+from backends.controlplane import ControlPlane, GoldenImage
 from backends.local.router import Router
 from backends.protocol import Deployment, Monitor
 from backends.state import LossRow
@@ -48,6 +48,8 @@ from control.metrics import (
     REQUEST_COLUMNS,
     SAMPLE_COLUMNS,
     percentiles,
+    table,
+    worker_utilization,
 )
 from experiments.build import RunSpec
 from experiments.runner import RunOutput, simulate, summary_of
@@ -70,10 +72,44 @@ class Verification:
     reported_unnamed_updates: int = 0  # missing from actors with a loss it could not name
 
 
-def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> dict[str, np.ndarray]:
-    if not rows:
-        return {c: np.empty(0) for c in columns}
-    return {c: np.asarray(v) for c, v in zip(columns, zip(*rows, strict=True), strict=True)}
+@dataclass
+class PlanWindow:
+    """Occupied worker-seconds and control-plane calls over the plan's window (from the
+    start of the load to ``duration_s`` later, not the drain after it), as the
+    simulator measures them: taken when the window ends, or at :meth:`close` if the
+    load ended first."""
+
+    backend: ControlPlane
+    start_s: float
+    occupied_from: float
+    calls_from: int
+    taken: tuple[float, int] | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def open(cls, backend: ControlPlane, duration_s: float) -> PlanWindow:
+        """Start the window now."""
+        start = backend.now()
+        window = cls(backend, start, backend.ctl.occupied_worker_seconds(start),
+                     backend.control_plane_calls)  # fmt: skip
+        window.timer = asyncio.get_running_loop().call_later(duration_s, window._take)
+        return window
+
+    def _take(self) -> None:
+        if self.taken is None:
+            now = self.backend.now()
+            self.taken = (
+                self.backend.ctl.occupied_worker_seconds(now) - self.occupied_from,
+                self.backend.control_plane_calls - self.calls_from,
+            )
+
+    def close(self) -> tuple[float, int]:
+        """Occupied worker-seconds and control-plane calls in the window."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self._take()
+        assert self.taken is not None
+        return self.taken
 
 
 def expected_digest(count: int) -> str:
@@ -228,7 +264,7 @@ async def _run(
             flush=True,
         )
         load_start = backend.now()
-        occupied_start = backend.ctl.occupied_worker_seconds(load_start)
+        window = PlanWindow.open(backend, plan.duration_s)
         locust = await asyncio.to_thread(
             run_locust,
             plan,
@@ -237,8 +273,7 @@ async def _run(
             actor_domain=deployment.actor_domain,
             request_timeout_s=deployment.request_timeout_s + 30,
         )
-        load_end = backend.now()
-        occupied = backend.ctl.occupied_worker_seconds(load_end) - occupied_start
+        occupied, cp_calls = window.close()
         backend.sample()
         rec = backend.records
         n_req, n_act, n_ckpt, n_samples = (
@@ -262,23 +297,22 @@ async def _run(
             pop.snapshot_bytes,
             templates,
             {t: image.bytes for t, image in golden.items()},
-            _table(CHECKPOINT_COLUMNS, rec.checkpoints[:n_ckpt]),
+            table(CHECKPOINT_COLUMNS, rec.checkpoints[:n_ckpt]),
         )
         double_driver = backend.double_activations()
-        cp_calls = backend.control_plane_calls
         result = RunResult(
-            requests=_shift(_table(REQUEST_COLUMNS, rec.requests[:n_req]), "arrival_s", load_start),
+            requests=_shift(table(REQUEST_COLUMNS, rec.requests[:n_req]), "arrival_s", load_start),
             activations=_shift(
-                _table(ACTIVATION_COLUMNS, rec.activations[:n_act]), "start_s", load_start
+                table(ACTIVATION_COLUMNS, rec.activations[:n_act]), "start_s", load_start
             ),
             checkpoints=_shift(
-                _table(CHECKPOINT_COLUMNS, rec.checkpoints[:n_ckpt]), "start_s", load_start
+                table(CHECKPOINT_COLUMNS, rec.checkpoints[:n_ckpt]), "start_s", load_start
             ),
-            samples=_shift(_table(SAMPLE_COLUMNS, rec.samples[:n_samples]), "t_s", load_start),
+            samples=_shift(table(SAMPLE_COLUMNS, rec.samples[:n_samples]), "t_s", load_start),
             actors=len(pop),
             workers=workers,
             duration_s=plan.duration_s,
-            worker_utilization=occupied / (workers * (load_end - load_start)),
+            worker_utilization=worker_utilization(occupied, workers, plan.duration_s),
             control_plane_calls=cp_calls,
             events=backend.ctl.stats.events,
             reliability=reliability_counters(

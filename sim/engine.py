@@ -68,6 +68,11 @@ from control.metrics import (
     CHECKPOINT_COLUMNS,
     OUTCOMES,
     SAMPLE_COLUMNS,
+    ActivationRow,
+    CheckpointRow,
+    SampleRow,
+    table,
+    worker_utilization,
 )
 from control.model import ActorState
 from sim.distributions import Sampler
@@ -213,9 +218,9 @@ class Simulation:
         self._ids = self.population.ids
         self._created = bytearray(len(self._ids))  # actors the controller knows
         self._log = _RequestLog()
-        self._activations: list[tuple[Any, ...]] = []
-        self._checkpoints: list[tuple[Any, ...]] = []
-        self._samples: list[tuple[float | int, ...]] = []
+        self._activations: list[ActivationRow] = []
+        self._checkpoints: list[CheckpointRow] = []
+        self._samples: list[SampleRow] = []
         self._idle_timers: dict[str, tuple[IdleTimer, float]] = {}  # actor -> newest, due
         self._idle_wakeups: dict[str, float] = {}  # actor -> when its wake-up is scheduled
         self._last_cp: dict[str, float] = {}  # actor -> control-plane time of its last request
@@ -262,13 +267,13 @@ class Simulation:
         occupied_s, cp_calls = self._end_snapshot
         return RunResult(
             requests=self._request_table(),
-            activations=_table(ACTIVATION_COLUMNS, self._activations),
-            checkpoints=_table(CHECKPOINT_COLUMNS, self._checkpoints),
-            samples=_table(SAMPLE_COLUMNS, self._samples),
+            activations=table(ACTIVATION_COLUMNS, self._activations),
+            checkpoints=table(CHECKPOINT_COLUMNS, self._checkpoints),
+            samples=table(SAMPLE_COLUMNS, self._samples),
             actors=len(self._ids),
             workers=self.workers,
             duration_s=self.duration_s,
-            worker_utilization=occupied_s / (self.workers * self.duration_s),
+            worker_utilization=worker_utilization(occupied_s, self.workers, self.duration_s),
             control_plane_calls=cp_calls,
             events=self.controller.stats.events,
             reliability=reliability_counters(
@@ -503,10 +508,11 @@ class Simulation:
             self._dispatch(ActivationFinished(cmd.op, failed, "injected restore failure"))
             return
         cp_s = self._last_cp.get(cmd.actor, 0.0)
-        self._activations.append(
-            (cmd.actor, cmd.worker, cmd.node, start, cmd.cold, cache_hit, cmd.snapshot_bytes,
-             cp_s, download_s, restore_s, cp_s + download_s + restore_s)
-        )  # fmt: skip
+        self._activations.append(ActivationRow.of(
+            cmd.actor, cmd.worker, cmd.node, start, cold=cmd.cold, cache_hit=cache_hit,
+            snapshot_bytes=cmd.snapshot_bytes, control_plane_s=cp_s, download_s=download_s,
+            restore_s=restore_s,
+        ))  # fmt: skip
         self._dispatch(ActivationFinished(cmd.op))
 
     def _do_checkpoint(self, cmd: Checkpoint) -> Generator[simpy.Event, Any, None]:
@@ -529,10 +535,11 @@ class Simulation:
         yield from self._transfer(node, cmd.snapshot_bytes)
         self._stored_bytes += cmd.snapshot_bytes - self._stored.get(cmd.actor, 0)
         self._stored[cmd.actor] = cmd.snapshot_bytes
-        self._checkpoints.append(
-            (cmd.actor, cmd.worker, cmd.node, start, cmd.snapshot_bytes, checkpoint_from - start,
-             upload_from - checkpoint_from, env.now - upload_from, env.now - start)
-        )  # fmt: skip
+        self._checkpoints.append(CheckpointRow.of(
+            cmd.actor, cmd.worker, cmd.node, start, snapshot_bytes=cmd.snapshot_bytes,
+            control_plane_s=checkpoint_from - start, checkpoint_s=upload_from - checkpoint_from,
+            upload_s=env.now - upload_from,
+        ))  # fmt: skip
         self._dispatch(CheckpointFinished(cmd.op, snapshot_bytes=cmd.snapshot_bytes))
 
     def _transfer(self, node: _Node, size: int) -> Generator[simpy.Event, Any, None]:
@@ -553,7 +560,7 @@ class Simulation:
     def _sample(self) -> None:
         ctl, counts = self.controller, self.controller.state_counts()
         self._samples.append(
-            (
+            SampleRow(
                 self.env.now,
                 len(ctl.workers()),
                 ctl.occupied_workers,
@@ -609,9 +616,3 @@ def reliability_counters(
         "client_gave_up": counts.gave_up,
         "client_turns_cut": counts.turns_cut,
     }
-
-
-def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Table:
-    if not rows:
-        return {c: np.empty(0) for c in columns}
-    return {c: np.asarray(v) for c, v in zip(columns, zip(*rows, strict=True), strict=True)}

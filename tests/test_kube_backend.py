@@ -103,9 +103,13 @@ def test_the_control_plane_serves_moves_and_fails_over_on_an_emulated_cluster(
                             assert reply["count"] == done + 1
                             counts[actor] = done + 1
                             await suspend(first, actor)
-                assert {row[1] for row in first.records.activations} == {
+                assert {row.worker for row in first.records.activations} == {
                     f"{WORKERS}-0", f"{WORKERS}-1",
                 }  # fmt: skip
+                # every restore downloaded its snapshot from S3 (no cache on the pods)
+                restores = [row for row in first.records.activations if not row.cold]
+                assert restores and all(not r.cache_hit and r.download_s > 0 for r in restores)
+                assert all(c.upload_s > 0 for c in first.records.checkpoints)
                 fs = s3fs.S3FileSystem(**s3.options["s3"])
                 written = manifest_from_json(fs.cat_file(
                     f"{snapshots.removeprefix('s3://')}/k1/v000002/manifest.json"))  # fmt: skip

@@ -36,8 +36,17 @@ def test_actors_move_between_agent_workers_with_their_state(tmp_path: Path):
                     assert json.loads(body)["count"] == done + 1
                     counts[actor] = done + 1
                     await h.suspend(actor)
-            workers = {row[1] for row in h.backend.records.activations}
+            workers = {row.worker for row in h.backend.records.activations}
             assert workers == {"w0", "w1"}  # they moved
+            # the agents' own measures of each restore's parts: the snapshot checked in
+            # the store on this machine (a cache hit), then the restore
+            restores = [row for row in h.backend.records.activations if not row.cold]
+            assert len(restores) == 6
+            assert all(r.cache_hit and r.download_s > 0 and r.control_plane_s > 0
+                       and r.restore_s > r.download_s for r in restores)  # fmt: skip
+            checkpoints = h.backend.records.checkpoints
+            assert len(checkpoints) == 9
+            assert all(c.upload_s > 0 and c.checkpoint_s > c.upload_s for c in checkpoints)
             store = h.backend.store
             for actor in counts:
                 latest = store.latest(actor)

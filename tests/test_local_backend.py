@@ -62,9 +62,9 @@ def test_counter_and_agent_survive_20_suspend_resume_cycles(tmp_path):
             status, data, _ = await h.call("c1", "GET")
             assert json.loads(data)["count"] == 20
             # one cold start, then a restore per cycle; a checkpoint per cycle
-            acts = [a for a in h.backend.records.activations if a[0] == "c1"]
-            assert [a[4] for a in acts] == [True] + [False] * 20
-            assert len([c for c in h.backend.records.checkpoints if c[0] == "g1"]) == 20
+            acts = [a for a in h.backend.records.activations if a.actor == "c1"]
+            assert [a.cold for a in acts] == [True] + [False] * 20
+            assert len([c for c in h.backend.records.checkpoints if c.actor == "g1"]) == 20
             assert h.backend.double_activations() == 0
 
     asyncio.run(body())
@@ -82,12 +82,53 @@ def test_request_to_a_suspended_actor_is_held_and_answered(tmp_path):
             assert headers["X-Actormux-Activated"] == "1"
             # it was held for a restore (not a cold start) of this very actor
             (restore,) = h.backend.records.activations[before:]
-            assert restore[0] == "c1" and restore[4] is False
+            assert restore.actor == "c1" and restore.cold is False
+            # its parts, measured: the admission and the generation's write (control
+            # plane), checking the snapshot on this machine (a cache hit), the restore
+            assert restore.cache_hit is True
+            assert restore.control_plane_s > 0 and restore.download_s > 0
+            assert restore.restore_s > restore.download_s
+            parts = restore.control_plane_s + restore.download_s + restore.restore_s
+            assert restore.total_s == pytest.approx(parts)
+            (checkpoint,) = [c for c in h.backend.records.checkpoints if c.actor == "c1"]
+            assert checkpoint.control_plane_s > 0 and checkpoint.upload_s > 0
+            assert checkpoint.checkpoint_s > checkpoint.upload_s
+            assert checkpoint.snapshot_bytes > 0
             status, _, headers = await h.call("c1")
             assert status == 200 and headers["X-Actormux-Activated"] == "0"
 
     asyncio.run(body())
 
+
+
+def test_substrate_router_asks_the_control_plane_on_every_request(tmp_path):
+    """router=substrate on a real backend: every request, to a running actor too, makes
+    a round trip to the control plane's state (SQLite here) before it is forwarded, and
+    is counted as a control-plane call; the direct router asks only for a suspended one."""
+
+    async def calls_and_reads(every: bool) -> tuple[int, int, int]:
+        async with harness(tmp_path / str(every), resume_on_every_request=every) as h:
+            state = h.backend.state
+            reads = {"count": 0}
+            real_generation = state.generation
+
+            def counted(actor: str) -> int:
+                reads["count"] += 1
+                return real_generation(actor)
+
+            state.generation = counted  # type: ignore[method-assign]
+            h.backend.create_actor("c1", "counter")
+            await h.call("c1")  # activates it
+            calls, before = h.backend.control_plane_calls, reads["count"]
+            for _ in range(5):  # to the running actor
+                status, _, headers = await h.call("c1")
+                assert status == 200 and headers["X-Actormux-Activated"] == "0"
+            return h.backend.control_plane_calls - calls, reads["count"] - before, len(
+                [r for r in h.backend.records.requests if r.actor == "c1"]
+            )
+
+    assert asyncio.run(calls_and_reads(True)) == (5, 5, 6)
+    assert asyncio.run(calls_and_reads(False)) == (0, 0, 6)
 
 def test_twenty_concurrent_requests_to_a_suspended_actor_cause_one_activation(tmp_path):
     async def body():

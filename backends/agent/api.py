@@ -77,7 +77,10 @@ Order = Activate | Checkpoint | Stop
 
 @dataclass(frozen=True)
 class Result:
-    """The answer to one order. ``bytes`` and ``snapshot`` (its URI): a checkpoint's."""
+    """The answer to one order. ``bytes`` and ``snapshot`` (its URI): a checkpoint's.
+    ``transfer_s``: of ``seconds``, the time spent fetching and checking the snapshot
+    (an activation) or describing and publishing it (a checkpoint); ``cache_hit``: an
+    activation's snapshot was on this node already (nothing downloaded)."""
 
     op: str
     outcome: Outcome
@@ -85,6 +88,8 @@ class Result:
     seconds: float = 0.0
     bytes: int = 0
     snapshot: str | None = None
+    transfer_s: float = 0.0
+    cache_hit: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The answer's JSON body."""
@@ -100,6 +105,8 @@ class Result:
             seconds=float(data.get("seconds", 0.0)),
             bytes=int(data.get("bytes", 0)),
             snapshot=None if data.get("snapshot") is None else str(data["snapshot"]),
+            transfer_s=float(data.get("transfer_s", 0.0)),
+            cache_hit=bool(data.get("cache_hit", False)),
         )
 
 

@@ -30,7 +30,7 @@ import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from backends.agent import transfer
@@ -233,9 +233,7 @@ class WorkerAgent:
                 if isinstance(order, Checkpoint):
                     outcome = Outcome.DECLINED if self._alive(order) else Outcome.LOST
                 result = Result(order.op, outcome, f"{type(e).__name__}: {e}")
-        seconds = time.monotonic() - started
-        return Result(result.op, result.outcome, result.reason, seconds, result.bytes,
-                      result.snapshot)  # fmt: skip
+        return replace(result, seconds=time.monotonic() - started)
 
     def _alive(self, order: Checkpoint) -> bool:
         running = self._running
@@ -276,8 +274,10 @@ class WorkerAgent:
         sandbox = sandbox_id(order.actor, order.generation, self.w.instance)
         download = None
         image = None
+        transfer_s, cache_hit = 0.0, False
         if order.snapshot is not None:
             scratch = self._scratch(f"fetch-{sandbox}")
+            fetch_from = time.monotonic()
             try:
                 _, image = await asyncio.to_thread(
                     transfer.fetch, order.snapshot, scratch, actor=order.actor,
@@ -287,6 +287,7 @@ class WorkerAgent:
                 shutil.rmtree(scratch, ignore_errors=True)
                 return Result(order.op, Outcome.UNUSABLE, str(e))
             download = scratch if image == scratch else None
+            transfer_s, cache_hit = time.monotonic() - fetch_from, download is None
         running = _Running(order.actor, order.generation, sandbox, download)
         self._running = running
         if self.runsc.known(sandbox):  # a leftover of the same id (a failed attempt)
@@ -308,7 +309,7 @@ class WorkerAgent:
             await self._remove(running)
             self._running = None
             return Result(order.op, Outcome.FAILED, str(e))
-        return Result(order.op, Outcome.OK)
+        return Result(order.op, Outcome.OK, transfer_s=transfer_s, cache_hit=cache_hit)
 
     async def _checkpoint(self, order: Order) -> Result:
         assert isinstance(order, Checkpoint)
@@ -362,7 +363,8 @@ class WorkerAgent:
             return Result(order.op, Outcome.LOST, f"{type(e).__name__}: {e}")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return Result(order.op, Outcome.OK, bytes=snapshot.bytes, snapshot=order.destination)
+        return Result(order.op, Outcome.OK, bytes=snapshot.bytes, snapshot=order.destination,
+                      transfer_s=steps[-1] - steps[1])  # fmt: skip
 
     async def _publish(self, staging: Path, snapshot: Snapshot, uri: str) -> None:
         """Publish, retrying transient failures: the image is the only copy now."""

@@ -32,7 +32,7 @@ from backends.agent import transfer
 from backends.agent.api import Activate, Outcome, Stop
 from backends.agent.api import Checkpoint as CheckpointOrder
 from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable, observe_agents
-from backends.controlplane import ControlPlane, GoldenImage
+from backends.controlplane import ControlPlane, GoldenImage, MeasuredParts
 from backends.gvisor.httpclient import ActorHTTPError
 from backends.gvisor.names import check_actor_id, sandbox_id
 from backends.gvisor.probe import wait_ready
@@ -57,7 +57,6 @@ from control.messages import (
     WorkerAdded,
     WorkerLost,
 )
-from control.model import ActorState
 
 log = logging.getLogger("actormux.kube")
 DIRTY_SETTLE_S = 1.5  # as in the local backend: let abandoned handshakes play out
@@ -394,8 +393,9 @@ class KubeBackend(ControlPlane):
     async def _restore(self, cmd: Restore) -> None:
         outcome, reason = ActivationOutcome.FAILED, "activation did not finish"
         started = self.now()
+        measured = MeasuredParts()
         try:
-            outcome, reason = await self._restore_steps(cmd)
+            outcome, reason = await self._restore_steps(cmd, measured)
         except Deposed:
             return  # no report: this control plane no longer acts
         except Exception as e:  # anything at all: the controller must hear of it
@@ -406,23 +406,24 @@ class KubeBackend(ControlPlane):
         if outcome is ActivationOutcome.OK:
             self._running[cmd.actor] = (cmd.worker, cmd.generation)
             self.records.lifetimes.setdefault(cmd.actor, []).append([sandbox, started, None])
-            self.records.activations.append(
-                (cmd.actor, cmd.worker, cmd.worker, started, cmd.cold, True, cmd.snapshot_bytes,
-                 0.0, 0.0, seconds, seconds)
-            )  # fmt: skip
+            self.record_activation(cmd, cmd.worker, started, seconds, measured)
         self._report(ActivationFinished(cmd.op, outcome, reason))
 
-    async def _restore_steps(self, cmd: Restore) -> tuple[ActivationOutcome, str]:
+    async def _restore_steps(
+        self, cmd: Restore, measured: MeasuredParts
+    ) -> tuple[ActivationOutcome, str]:
         actor = self.ctl.actor(cmd.actor)
         worker = self.workers.get(cmd.worker)
         if actor is None or worker is None:
             return ActivationOutcome.FAILED, "the actor or its worker is gone"
         sandbox = sandbox_id(cmd.actor, cmd.generation, self.settings.instance)
+        wrote_from = self.now()
         try:
             await self._write(self.state.begin_activation, cmd.actor, cmd.generation, sandbox,
                               cmd.worker, worker.pod.uid)  # fmt: skip
         except StaleGeneration as e:
             return ActivationOutcome.FAILED, str(e)
+        measured.control_plane_s = self.now() - wrote_from
         snapshot = None
         if not cmd.cold:
             snapshot = transfer.snapshot_uri(self.settings.snapshots, cmd.actor, cmd.version)
@@ -430,6 +431,7 @@ class KubeBackend(ControlPlane):
                          cmd.version)  # fmt: skip
         result = await worker.client.order(order)
         if result.outcome is Outcome.OK:
+            measured.transfer_s, measured.cache_hit = result.transfer_s, result.cache_hit
             await self._write(self.state.sandbox_running, sandbox)
             self._dirty.discard(cmd.actor)
             return ActivationOutcome.OK, ""
@@ -441,8 +443,9 @@ class KubeBackend(ControlPlane):
     async def _checkpoint(self, cmd: Checkpoint) -> None:
         started = self.now()
         outcome, reason, size = CheckpointOutcome.LOST, "checkpoint did not finish", 0
+        measured = MeasuredParts()
         try:
-            outcome, reason, size = await self._checkpoint_steps(cmd)
+            outcome, reason, size = await self._checkpoint_steps(cmd, measured)
         except Deposed:
             return
         except (AgentUnreachable, AgentRefused) as e:  # the worker's fate is the pool's
@@ -461,14 +464,14 @@ class KubeBackend(ControlPlane):
             if outcome is CheckpointOutcome.OK:
                 self._acked.pop(cmd.actor, None)
                 self._snapshots[cmd.actor] = (cmd.version, size)
-                self.records.checkpoints.append(
-                    (cmd.actor, cmd.worker, cmd.worker, started, size, 0.0, took, 0.0, took)
-                )
+                self.record_checkpoint(cmd, cmd.worker, started, took, size=size, measured=measured)
         else:
             log.warning("checkpoint of %s declined: %s", cmd.actor, reason)
         self._report(CheckpointFinished(cmd.op, outcome, reason, size))
 
-    async def _checkpoint_steps(self, cmd: Checkpoint) -> tuple[CheckpointOutcome, str, int]:
+    async def _checkpoint_steps(
+        self, cmd: Checkpoint, measured: MeasuredParts
+    ) -> tuple[CheckpointOutcome, str, int]:
         worker = self.workers.get(cmd.worker)
         if worker is None or self._running.get(cmd.actor) != (cmd.worker, cmd.generation):
             return CheckpointOutcome.LOST, f"no sandbox of generation {cmd.generation}", 0
@@ -484,7 +487,9 @@ class KubeBackend(ControlPlane):
                 return CheckpointOutcome.DECLINED, f"it does not answer ({e})", 0
             await asyncio.sleep(DIRTY_SETTLE_S)
             self._dirty.discard(cmd.actor)
+        fenced_from = self.now()
         fence = await self.state.offload(self.state.generation, cmd.actor)
+        measured.control_plane_s = self.now() - fenced_from
         if fence != cmd.generation:
             return CheckpointOutcome.LOST, f"generation {cmd.generation} is fenced by {fence}", 0
         await asyncio.sleep(self.settings.checkpoint_settle_s)
@@ -495,6 +500,7 @@ class KubeBackend(ControlPlane):
         result = await worker.client.order(order)
         sandbox = sandbox_id(cmd.actor, cmd.generation, self.settings.instance)
         if result.outcome is Outcome.OK:
+            measured.transfer_s = result.transfer_s
             await self._write(self.state.sandbox_stopped, sandbox)
             return CheckpointOutcome.OK, "", result.bytes
         if result.outcome is Outcome.DECLINED:
@@ -530,15 +536,7 @@ class KubeBackend(ControlPlane):
         snapshots = tuple(ObservedSnapshot(a, v) for a, (v, _) in self._snapshots.items())
         self._dispatch(Observed(taken, seen, snapshots))
 
-    def sample(self) -> None:
-        """Append one row to the samples table (as the local backend does)."""
-        counts = self.ctl.state_counts()
-        stored = sum(size for _, size in self._snapshots.values())
-        self.records.samples.append(
-            (
-                self.now(), len(self.ctl.workers()), self.ctl.occupied_workers,
-                counts[ActorState.SUSPENDED], counts[ActorState.RESUMING],
-                counts[ActorState.RUNNING], counts[ActorState.SUSPENDING],
-                self.ctl.waiting_actors, self.ctl.open_requests, 0, 0, stored, stored, 0.0,
-            )
-        )  # fmt: skip
+    def snapshot_bytes(self) -> tuple[int, int]:
+        """Stored in the object store; none cached (an agent downloads the snapshot it
+        restores and removes it with the sandbox)."""
+        return sum(size for _, size in self._snapshots.values()), 0

@@ -42,6 +42,7 @@ from pathlib import Path
 from backends.agent.api import Activate, Outcome, Result, Stop
 from backends.agent.api import Checkpoint as CheckpointOrder
 from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable, observe_agents
+from backends.controlplane import MeasuredParts
 from backends.gvisor.names import WorkerNames, parse_sandbox_id
 from backends.local.driver import LocalBackend, LocalSettings
 from backends.local.failpoints import armed, failpoint
@@ -221,7 +222,7 @@ class AgentLocalBackend(LocalBackend):
         return await task
 
     async def _start_sandbox(
-        self, cmd: Restore, sandbox: str, w: WorkerNames, template: str
+        self, cmd: Restore, sandbox: str, w: WorkerNames, template: str, measured: MeasuredParts
     ) -> tuple[ActivationOutcome, str] | None:
         snapshot = None if cmd.cold else self._snapshot_uri(cmd.actor, cmd.version)
         order = Activate(
@@ -229,6 +230,7 @@ class AgentLocalBackend(LocalBackend):
         )
         result = await self._order(w, order, "restore.runsc_started")
         if result.outcome is Outcome.OK:
+            measured.transfer_s, measured.cache_hit = result.transfer_s, result.cache_hit
             return None
         if result.outcome is Outcome.UNUSABLE:
             try:  # the store says precisely what is wrong and what is lost
@@ -241,7 +243,7 @@ class AgentLocalBackend(LocalBackend):
         return ActivationOutcome.FAILED, f"{result.outcome}: {result.reason}"
 
     async def _take_checkpoint(
-        self, cmd: Checkpoint, sandbox: str, w: WorkerNames
+        self, cmd: Checkpoint, sandbox: str, w: WorkerNames, measured: MeasuredParts
     ) -> tuple[CheckpointOutcome, str, int]:
         order = CheckpointOrder(
             self._op(cmd.op), cmd.actor, cmd.generation, cmd.version,
@@ -249,6 +251,7 @@ class AgentLocalBackend(LocalBackend):
         )  # fmt: skip
         result = await self._order(w, order, "checkpoint.runsc_started")
         if result.outcome is Outcome.OK:
+            measured.transfer_s = result.transfer_s
             failpoint("checkpoint.before_commit")
             try:
                 await asyncio.to_thread(self.store.record_published, cmd.actor, cmd.version)

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.controlplane import ControlPlane, GoldenImage
+from backends.controlplane import ControlPlane, GoldenImage, MeasuredParts
 from backends.gvisor import firewall, netns, tcpstate
 from backends.gvisor.bundle import write_bundle
 from backends.gvisor.catalog import Template, default_templates
@@ -323,8 +323,9 @@ class LocalBackend(ControlPlane):
         outcome, reason = ActivationOutcome.FAILED, "activation did not finish"
         sandbox = self._sandbox_id(cmd.actor, cmd.generation)
         started = self.now()
+        measured = MeasuredParts()
         try:
-            outcome, reason = await self._restore_steps(cmd, sandbox)
+            outcome, reason = await self._restore_steps(cmd, sandbox, measured)
         except Exception as e:  # anything at all: the controller must hear of it
             log.exception("activation of %s on %s failed", cmd.actor, cmd.worker)
             reason = f"{type(e).__name__}: {e}"
@@ -333,10 +334,7 @@ class LocalBackend(ControlPlane):
             ok = outcome is ActivationOutcome.OK
             if ok:
                 self._running[cmd.actor] = sandbox
-                self.records.activations.append(
-                    (cmd.actor, cmd.worker, NODE, started, cmd.cold, True, cmd.snapshot_bytes,
-                     0.0, 0.0, seconds, seconds)
-                )  # fmt: skip
+                self.record_activation(cmd, NODE, started, seconds, measured)
             elif not self._stopped:
                 await self._kill(cmd.actor, sandbox)
             await self.state.offload(
@@ -346,12 +344,15 @@ class LocalBackend(ControlPlane):
             )  # fmt: skip
             self._report(ActivationFinished(cmd.op, outcome, reason))
 
-    async def _restore_steps(self, cmd: Restore, sandbox: str) -> tuple[ActivationOutcome, str]:
+    async def _restore_steps(
+        self, cmd: Restore, sandbox: str, measured: MeasuredParts
+    ) -> tuple[ActivationOutcome, str]:
         w = self.workers[cmd.worker]
         actor = self.ctl.actor(cmd.actor)
         if actor is None:
             return ActivationOutcome.FAILED, "actor no longer exists"
         await self._retire_older_sandboxes(cmd.actor)
+        wrote_from = self.now()
         try:
             await self.state.offload(
                 self.state.begin_activation,
@@ -363,10 +364,11 @@ class LocalBackend(ControlPlane):
             )
         except StaleGeneration as e:
             return ActivationOutcome.FAILED, str(e)
+        measured.control_plane_s = self.now() - wrote_from
         self._sandboxes_of.setdefault(cmd.actor, set()).add(sandbox)
         self._sandbox_worker[sandbox] = w.worker_id
         self.records.lifetimes.setdefault(cmd.actor, []).append([sandbox, self.now(), None])
-        failed = await self._start_sandbox(cmd, sandbox, w, actor.template)
+        failed = await self._start_sandbox(cmd, sandbox, w, actor.template, measured)
         if failed is not None:
             return failed
         await self.state.offload(self.state.sandbox_running, sandbox)
@@ -374,13 +376,16 @@ class LocalBackend(ControlPlane):
         return ActivationOutcome.OK, ""
 
     async def _start_sandbox(
-        self, cmd: Restore, sandbox: str, w: WorkerNames, template: str
+        self, cmd: Restore, sandbox: str, w: WorkerNames, template: str, measured: MeasuredParts
     ) -> tuple[ActivationOutcome, str] | None:
         """Start the sandbox (cold, or restored from the checked snapshot) and wait until
-        it answers as its generation; None when it does, else why not."""
+        it answers as its generation; None when it does, else why not. The snapshot is
+        on this machine: checking it is its "download" (a cache hit)."""
         if not cmd.cold:
+            checked_from = self.now()
             try:
                 await asyncio.to_thread(self.store.verify, cmd.actor, cmd.version)
+                measured.transfer_s = self.now() - checked_from
             except SnapshotUnusable as e:
                 log.error("%s", e)
                 return ActivationOutcome.UNUSABLE, str(e)
@@ -419,8 +424,9 @@ class LocalBackend(ControlPlane):
         started = self.now()
         sandbox = self._running.get(cmd.actor)
         outcome, reason, size = CheckpointOutcome.LOST, "checkpoint did not finish", 0
+        measured = MeasuredParts()
         try:
-            outcome, reason, size = await self._checkpoint_steps(cmd, sandbox)
+            outcome, reason, size = await self._checkpoint_steps(cmd, sandbox, measured)
         except Exception as e:  # anything at all: the controller must hear of it
             log.exception("checkpoint of %s failed", cmd.actor)
             reason = f"{type(e).__name__}: {e}"
@@ -435,16 +441,14 @@ class LocalBackend(ControlPlane):
                     await self._cut_connections(sandbox)
                 if outcome is CheckpointOutcome.OK:
                     self._acked.pop(cmd.actor, None)  # in the snapshot now
-                    self.records.checkpoints.append(
-                        (cmd.actor, cmd.worker, NODE, started, size, 0.0, took, 0.0, took)
-                    )
+                    self.record_checkpoint(cmd, NODE, started, took, size=size, measured=measured)
                 self._spawn(self._reap(cmd.actor, sandbox))
             elif outcome is CheckpointOutcome.DECLINED:
                 log.warning("checkpoint of %s declined: %s", cmd.actor, reason)
             self._report(CheckpointFinished(cmd.op, outcome, reason, size))
 
     async def _checkpoint_steps(
-        self, cmd: Checkpoint, sandbox: str | None
+        self, cmd: Checkpoint, sandbox: str | None, measured: MeasuredParts
     ) -> tuple[CheckpointOutcome, str, int]:
         if sandbox is None or sandbox != self._sandbox_id(cmd.actor, cmd.generation):
             return CheckpointOutcome.LOST, f"no sandbox of generation {cmd.generation}", 0
@@ -454,15 +458,17 @@ class LocalBackend(ControlPlane):
         why_not = await self._why_not_checkpoint(cmd.actor, cmd.generation, sandbox, w)
         if why_not is not None:
             return CheckpointOutcome.DECLINED, why_not, 0
+        fenced_from = self.now()
         fence = await self.state.offload(self.state.generation, cmd.actor)
+        measured.control_plane_s = self.now() - fenced_from
         if fence != cmd.generation:
             return CheckpointOutcome.LOST, f"generation {cmd.generation} is fenced by {fence}", 0
         await asyncio.sleep(self.settings.checkpoint_settle_s)  # the last FIN/ACK
         self.control_plane_calls += 1  # the Suspend call
-        return await self._take_checkpoint(cmd, sandbox, w)
+        return await self._take_checkpoint(cmd, sandbox, w, measured)
 
     async def _take_checkpoint(
-        self, cmd: Checkpoint, sandbox: str, w: WorkerNames
+        self, cmd: Checkpoint, sandbox: str, w: WorkerNames, measured: MeasuredParts
     ) -> tuple[CheckpointOutcome, str, int]:
         """Checkpoint ``sandbox`` and commit the snapshot (the checks are done)."""
         tmp = self.store.begin(cmd.actor, cmd.version, cmd.generation)
@@ -481,7 +487,9 @@ class LocalBackend(ControlPlane):
                 return CheckpointOutcome.DECLINED, f"runsc checkpoint failed harmlessly: {e}", 0
             return CheckpointOutcome.LOST, f"runsc checkpoint failed: {e}", 0
         failpoint("checkpoint.before_commit")
+        committed_from = self.now()
         snapshot = await self._commit(cmd, tmp)
+        measured.transfer_s = self.now() - committed_from
         return CheckpointOutcome.OK, "", snapshot.bytes
 
     async def _why_not_checkpoint(
@@ -637,15 +645,7 @@ class LocalBackend(ControlPlane):
     def _log(self, sandbox: str) -> Path:
         return self.settings.runtime_dir / "logs" / f"{sandbox}.log"
 
-    def sample(self) -> None:
-        """Append one row to the samples table."""
-        counts = self.ctl.state_counts()
+    def snapshot_bytes(self) -> tuple[int, int]:
+        """The store is on this machine: every stored snapshot is on the workers' node."""
         stored = self.store.total_bytes()
-        self.records.samples.append(
-            (
-                self.now(), len(self.ctl.workers()), self.ctl.occupied_workers,
-                counts[ActorState.SUSPENDED], counts[ActorState.RESUMING],
-                counts[ActorState.RUNNING], counts[ActorState.SUSPENDING],
-                self.ctl.waiting_actors, self.ctl.open_requests, 0, 0, stored, stored, 0.0,
-            )
-        )  # fmt: skip
+        return stored, stored
