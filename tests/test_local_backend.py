@@ -100,7 +100,6 @@ def test_request_to_a_suspended_actor_is_held_and_answered(tmp_path):
     asyncio.run(body())
 
 
-
 def test_substrate_router_asks_the_control_plane_on_every_request(tmp_path):
     """router=substrate on a real backend: every request, to a running actor too, makes
     a round trip to the control plane's state (SQLite here) before it is forwarded, and
@@ -123,12 +122,15 @@ def test_substrate_router_asks_the_control_plane_on_every_request(tmp_path):
             for _ in range(5):  # to the running actor
                 status, _, headers = await h.call("c1")
                 assert status == 200 and headers["X-Actormux-Activated"] == "0"
-            return h.backend.control_plane_calls - calls, reads["count"] - before, len(
-                [r for r in h.backend.records.requests if r.actor == "c1"]
+            return (
+                h.backend.control_plane_calls - calls,
+                reads["count"] - before,
+                len([r for r in h.backend.records.requests if r.actor == "c1"]),
             )
 
     assert asyncio.run(calls_and_reads(True)) == (5, 5, 6)
     assert asyncio.run(calls_and_reads(False)) == (0, 0, 6)
+
 
 def test_twenty_concurrent_requests_to_a_suspended_actor_cause_one_activation(tmp_path):
     async def body():
