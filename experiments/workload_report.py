@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +104,15 @@ def run_workload_report(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     spec = build_or_exit(cfg)
     window = float(cfg.get("policy", {}).get("suspension", {}).get("ttl_s", 5.0))
-    plan = Plan.materialize(spec.workload, spec.duration_s, spec.seed)
+    workload = spec.workload
+    if getattr(workload, "loop", "open") == "closed":
+        # when a closed-loop call goes out depends on the answers: describe the scripts
+        # as if every answer came at once (the open-loop plan of the same seed)
+        workload = copy.copy(workload)
+        workload.loop = "open"
+        print("closed-loop sessions: their calls as if every answer were instant "
+              "(workload.loop=open)", file=sys.stderr)  # fmt: skip
+    plan = Plan.materialize(workload, spec.duration_s, spec.seed)
     stats = write_workload_report(out_dir, plan, active_window_s=window)
     print(f"workload {plan.name}:")
     print(format_summary(stats))

@@ -131,7 +131,7 @@ def test_the_simulator_plays_sessions_closed_loop(compose_cfg):
     answered = start + requests["total_s"][order]
     same = actor[1:] == actor[:-1]
     assert np.all(start[1:][same] >= answered[:-1][same] - 1e-9)
-    opened = simulate(spec(compose_cfg)).result.requests  # open loop overlaps
+    opened = simulate(spec(compose_cfg, "workload.loop=open")).result.requests  # overlaps
     order = np.lexsort((opened["arrival_s"], opened["actor"]))
     same = opened["actor"][order][1:] == opened["actor"][order][:-1]
     ends = (opened["arrival_s"] + opened["total_s"])[order]
@@ -142,8 +142,8 @@ def test_a_slower_system_slows_closed_loop_agents_but_not_an_open_loop_plan(comp
     slow = "latency.restore.fixed='lognormal(median=2.0, sigma=0.2)'"
     closed = simulate(spec(compose_cfg, "workload.loop=closed")).summary["requests"]
     closed_slow = simulate(spec(compose_cfg, "workload.loop=closed", slow)).summary["requests"]
-    opened = simulate(spec(compose_cfg)).summary["requests"]
-    opened_slow = simulate(spec(compose_cfg, slow)).summary["requests"]
+    opened = simulate(spec(compose_cfg, "workload.loop=open")).summary["requests"]
+    opened_slow = simulate(spec(compose_cfg, "workload.loop=open", slow)).summary["requests"]
     assert opened_slow == opened  # the plan does not care
     assert closed_slow < 0.95 * closed  # the agents waited for their answers
 
