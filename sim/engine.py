@@ -214,6 +214,10 @@ class Simulation:
         self._run = workload.start(self.duration_s, seed)
         self._player: SessionPlayer | None = None
         self._calls: dict[int, Call] = {}  # closed loop: request id -> the call it is
+        # closed loop with a client timeout: request id -> (actor, script call), and when
+        # the actor was done (or will be) with each script call it started
+        self._call_of: dict[int, tuple[int, int]] = {}
+        self._done_at: dict[tuple[int, int], float] = {}
         self.population = self._run.population
         self._ids = self.population.ids
         self._created = bytearray(len(self._ids))  # actors the controller knows
@@ -330,11 +334,48 @@ class Simulation:
         def send(_ev: simpy.Event) -> None:
             if self._arrivals_done:
                 return
-            assert self._player is not None
-            self._player.sent(call)
-            self._calls[self._arrive(call.actor, call.service_s)] = call
+            player = self._player
+            assert player is not None and player.policy is not None
+            player.sent(call)
+            rid = self._arrive(call.actor, call.service_s, call)
+            if player.policy.timeout_s > 0:
+                self.env.timeout(player.policy.timeout_s).callbacks.append(
+                    lambda _ev: self._client_timeout(rid)
+                )
 
         self.env.timeout(max(0.0, call.at - self.env.now)).callbacks.append(send)
+
+    def _client_timeout(self, rid: int) -> None:
+        """The agent stops waiting for request ``rid`` (it goes on in the system)."""
+        call = self._calls.pop(rid, None)
+        if call is None or self._arrivals_done:
+            return  # answered in time
+        assert self._player is not None
+        self._player.counts.timeouts += 1
+        following = self._player.answered(call, self.env.now, False)
+        if following is not None:
+            self._schedule_call(following)
+
+    def _service_of(self, rid: int) -> float:
+        """How long the actor takes on request ``rid``: its service time, or for a
+        resent call the actor had started, nothing more than the first attempt's rest
+        (same request id: answered from what it did) or all of it again (a new id)."""
+        service = float(self._log.service[rid])
+        key = self._call_of.pop(rid, None)
+        if key is None:
+            return service
+        now, done_at = self.env.now, self._done_at.get(key)
+        player = self._player
+        assert player is not None and player.policy is not None
+        if done_at is None:
+            self._done_at[key] = now + service
+        elif player.policy.resend == "same_id":
+            player.counts.duplicates_suppressed += 1
+            service = max(0.0, done_at - now)
+            self._log.service[rid] = service
+        else:
+            player.counts.duplicates_applied += 1
+        return service
 
     def _sampler(self) -> Generator[simpy.Event, Any, None]:
         while True:
@@ -349,10 +390,17 @@ class Simulation:
 
     # ------------------------------------------------------------ requests
 
-    def _arrive(self, actor_index: int, service: float) -> int:
+    def _arrive(self, actor_index: int, service: float, call: Call | None = None) -> int:
+        """A request arrives (closed loop: as script ``call``); its id. It may be
+        forwarded at once, so everything about it is recorded before it is delivered."""
         if not self._created[actor_index]:  # a session arriving: its actor exists from now
             self._create(actor_index)
         rid = self._log.add(self.env.now, actor_index, service)
+        if call is not None:
+            self._calls[rid] = call
+            assert self._player is not None and self._player.policy is not None
+            if self._player.policy.timeout_s > 0:
+                self._call_of[rid] = (call.actor, call.index)
         self._open += 1
         actor = self._ids[actor_index]
         if self.resume_on_every_request or not self.controller.is_running(actor):
@@ -376,7 +424,8 @@ class Simulation:
         worker = cmd.worker
         if self.faults.worker_loss_per_hour > 0:
             self._serving.setdefault(worker, set()).add(rid)
-        self.env.timeout(log.service[rid]).callbacks.append(lambda _ev: self._finish(rid, worker))
+        service = self._service_of(rid) if self._call_of else log.service[rid]
+        self.env.timeout(service).callbacks.append(lambda _ev: self._finish(rid, worker))
 
     def _finish(self, rid: int, worker: str) -> None:
         if rid in self._broken:  # its worker died while serving it
@@ -615,4 +664,7 @@ def reliability_counters(
         "client_retries": counts.retries,
         "client_gave_up": counts.gave_up,
         "client_turns_cut": counts.turns_cut,
+        "client_timeouts": counts.timeouts,
+        "client_duplicates_suppressed": counts.duplicates_suppressed,
+        "client_duplicates_applied": counts.duplicates_applied,
     }

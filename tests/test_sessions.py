@@ -174,3 +174,43 @@ def test_closed_loop_config_errors(compose_cfg):
     closed = spec(compose_cfg, "workload.loop=closed")
     with pytest.raises(ValueError, match="closed-loop sessions have no plan"):
         Plan.materialize(closed.workload, 60.0, 0)
+
+
+def test_long_answers_take_model_time_at_the_actor(compose_cfg):
+    quick = simulate(spec(compose_cfg)).result.requests["service_s"]
+    share = ("workload.long_answer_share=0.2", "workload.long_answer='fixed(value=25)'")
+    slow = simulate(spec(compose_cfg, *share)).result.requests["service_s"]
+    assert np.mean(slow == 25.0) == pytest.approx(0.2, abs=0.04)
+    assert not np.any(quick == 25.0)
+    with pytest.raises(ValueError, match="long_answer_share: must be in"):
+        build(compose_cfg("experiment=oversub_250_on_8", "workload.long_answer_share=1.5"))
+
+
+def test_a_resent_request_id_is_applied_once(compose_cfg):
+    """Agents that stop waiting after 10 s for answers that take 25 s resend: with the
+    same request id the actor answers a repeat from what it did (counted as suppressed),
+    with a new id it does the work again (counted as applied twice)."""
+    impatient = ("workload.long_answer_share=0.2", "workload.long_answer='fixed(value=25)'",
+                 "workload.client.timeout_s=10")  # fmt: skip
+
+    def played(resend: str) -> tuple[dict, dict]:
+        out = simulate(spec(compose_cfg, *impatient, f"workload.client.resend={resend}"))
+        return out.summary["reliability"], out.result.requests
+
+    same, same_requests = played("same_id")
+    new, new_requests = played("new_id")
+    assert same["client_timeouts"] > 20 and new["client_timeouts"] > 20
+    assert same["client_duplicates_suppressed"] > 10 and same["client_duplicates_applied"] == 0
+    assert new["client_duplicates_applied"] > 10 and new["client_duplicates_suppressed"] == 0
+    # a suppressed repeat costs the actor only the rest of the first attempt's work, so
+    # it answers sooner: more of the agents' calls end ok
+    ok_same = np.sum(same_requests["outcome"] == "ok")
+    ok_new = np.sum(new_requests["outcome"] == "ok")
+    assert ok_same > ok_new
+    patient = simulate(spec(compose_cfg, *impatient[:2])).summary["reliability"]
+    assert patient["client_timeouts"] == patient["client_duplicates_suppressed"] == 0
+
+
+def test_a_bad_resend_is_refused():
+    with pytest.raises(ValueError, match=re.escape("workload.client.resend: unknown 'maybe'")):
+        ClientPolicy(resend="maybe")

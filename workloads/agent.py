@@ -51,7 +51,8 @@ POPULATIONS = ("fixed", "open")
 CONFIG_KEYS = {
     "kind", "name", "population", "actors", "session_rate_per_s", "turns_per_session",
     "calls_per_turn", "call_gap", "service", "think_time", "popularity_zipf", "snapshot_mib",
-    "shape", "initial", "template", "window_s", "loop", "client",
+    "shape", "initial", "template", "window_s", "loop", "client", "long_answer_share",
+    "long_answer",
 }  # fmt: skip
 
 
@@ -94,6 +95,8 @@ class AgentWorkload:
         window_s: float = 60.0,
         loop: str = "open",
         client: ClientPolicy | None = None,
+        long_answer_share: float = 0.0,
+        long_answer: Distribution | None = None,
     ) -> None:
         if population not in POPULATIONS:
             raise ValueError(f"workload.population: unknown {population!r}; allowed: fixed, open")
@@ -117,6 +120,12 @@ class AgentWorkload:
             raise ValueError(f"workload.window_s: must be > 0 (got {window_s})")
         if loop not in LOOPS:
             raise ValueError(f"workload.loop: unknown {loop!r}; allowed: open, closed")
+        if not (math.isfinite(long_answer_share) and 0 <= long_answer_share <= 1):
+            raise ValueError(
+                f"workload.long_answer_share: must be in [0, 1] (got {long_answer_share})"
+            )
+        if long_answer_share > 0 and long_answer is None:
+            raise ValueError("workload.long_answer: required when long_answer_share > 0")
         if loop == "closed" and (shape or Steady()).waves(1e12):
             raise ValueError(
                 "workload.loop=closed: shapes with waves (waves, flash_crowd) are not "
@@ -138,6 +147,8 @@ class AgentWorkload:
         self.template = template
         self.window_s = window_s
         self.loop = loop
+        self.long_answer_share = long_answer_share
+        self.long_answer = long_answer
         self.client = client or ClientPolicy()
 
     # ------------------------------------------------------------ running
@@ -180,6 +191,17 @@ class AgentWorkload:
         )
         return population, _Actors(first_turn, rates, turns_left, np.full(n, -np.inf))
 
+    def _service(self, rng: np.random.Generator, total: int) -> np.ndarray:
+        """The actor's time for ``total`` calls: ``service``, except for a
+        ``long_answer_share`` of calls whose answers take model time (a long or streamed
+        response: ``long_answer``). Nothing more is drawn when the share is 0."""
+        service = self.service.sample_n(rng, total)
+        if self.long_answer_share > 0:
+            assert self.long_answer is not None
+            long = rng.random(total) < self.long_answer_share
+            service[long] = self.long_answer.sample_n(rng, int(long.sum()))
+        return service
+
     def scripts(self, duration_s: float, seed: int) -> Scripts:
         """Closed-loop sessions (:mod:`workloads.sessions`): each actor's turns, drawn
         until its earliest possible next turn (every answer instant) is past the end."""
@@ -196,7 +218,7 @@ class AgentWorkload:
             first = np.cumsum(calls) - calls
             gaps = self.call_gap.sample_n(rng, total)
             gaps[first] = 0.0
-            service = self.service.sample_n(rng, total)
+            service = self._service(rng, total)
             think = np.maximum(self.think_time.sample_n(rng, due.size), 1e-3) / state.rates[due]
             ends = np.zeros(total, dtype=bool)
             ends[first + calls - 1] = True
@@ -283,7 +305,7 @@ class AgentWorkload:
         offsets = np.cumsum(gaps)
         offsets -= np.repeat(offsets[first], calls)
         times = np.repeat(state.next_turn[due], calls) + offsets
-        service = self.service.sample_n(rng, total)
+        service = self._service(rng, total)
         last = first + calls - 1
         turn_end = times[last] + service[last]
         state.last_end[due] = turn_end
@@ -350,4 +372,6 @@ class AgentWorkload:
             window_s=number("window_s", 60.0),
             loop=str(cfg.get("loop", "open")),
             client=ClientPolicy.from_config(cfg.get("client")),
+            long_answer_share=number("long_answer_share", 0.0),
+            long_answer=dist("long_answer"),
         )

@@ -35,6 +35,7 @@ from workloads.shapes import TimeWarp
 
 LOOPS = ("open", "closed")
 GIVE_UP = ("turn", "call")
+RESEND = ("same_id", "new_id")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ class ClientPolicy:
     wait is drawn uniformly from zero to that ("full jitter"). After the last retry it
     gives up the rest of the ``turn`` (thinks, then starts the next one) or only the
     ``call`` (goes on with the turn).
+
+    With ``timeout_s`` > 0 the agent stops waiting for an answer after that long and
+    counts the call failed (the request may still be carried out). A retry is sent
+    with the ``same_id`` (Agent Executor's reconnect-and-resend: the actor applies each
+    request id once and answers a repeat from what it did) or a ``new_id`` (a naive
+    client: a call the actor had already done is done again).
     """
 
     retries: int = 3
@@ -53,13 +60,15 @@ class ClientPolicy:
     backoff_max_s: float = 30.0
     jitter: bool = True
     give_up: str = "turn"
+    timeout_s: float = 0.0
+    resend: str = "same_id"
 
     def __post_init__(self) -> None:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int):
             raise ValueError(f"workload.client.retries: must be an integer (got {self.retries!r})")
         if not 0 <= self.retries <= 100:
             raise ValueError(f"workload.client.retries: must be 0..100 (got {self.retries})")
-        for name in ("backoff_s", "backoff_max_s"):
+        for name in ("backoff_s", "backoff_max_s", "timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"workload.client.{name}: must be a number (got {value!r})")
@@ -71,12 +80,18 @@ class ClientPolicy:
             raise ValueError(
                 f"workload.client.give_up: unknown {self.give_up!r}; allowed: turn, call"
             )
+        if self.resend not in RESEND:
+            raise ValueError(
+                f"workload.client.resend: unknown {self.resend!r}; allowed: same_id, new_id"
+            )
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> ClientPolicy:
         """From ``workload.client`` (absent keys keep their defaults)."""
         cfg = dict(cfg or {})
-        unknown = set(cfg) - {"retries", "backoff_s", "backoff_max_s", "jitter", "give_up"}
+        known = {"retries", "backoff_s", "backoff_max_s", "jitter", "give_up", "timeout_s",
+                 "resend"}  # fmt: skip
+        unknown = set(cfg) - known
         if unknown:
             raise ValueError(f"workload.client: unknown {sorted(unknown)}")
         return cls(**cfg)
@@ -176,6 +191,9 @@ class ClientCounts:
     gave_up: int = 0  # calls given up after their last retry
     turns_cut: int = 0  # turns whose remaining calls were skipped after a give-up
     calls: int = 0  # calls sent, retries included
+    timeouts: int = 0  # calls the agent stopped waiting for (workload.client.timeout_s)
+    duplicates_suppressed: int = 0  # resent calls the actor had done: answered, not redone
+    duplicates_applied: int = 0  # resent calls the actor had done and did again (new_id)
 
 
 @dataclass
@@ -205,6 +223,14 @@ class SessionPlayer:
                 found.append(Call(actor, index, start, float(scripts.service_s[index])))
         found.sort(key=lambda call: (call.at, call.actor))
         return found
+
+    def request_id(self, call: Call) -> str:
+        """The request id ``call`` goes out with: the same for every attempt of a
+        script call (``resend: same_id``), or one per attempt (``new_id``)."""
+        policy = self.policy
+        assert policy is not None
+        base = f"{self.scripts.population.ids[call.actor]}.{call.index}"
+        return base if policy.resend == "same_id" else f"{base}.{call.attempt}"
 
     def sent(self, call: Call) -> None:
         """``call`` went out (counted)."""
