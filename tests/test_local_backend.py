@@ -100,6 +100,26 @@ def test_request_to_a_suspended_actor_is_held_and_answered(tmp_path):
     asyncio.run(body())
 
 
+def test_a_resent_request_id_is_applied_once_across_a_restore(tmp_path):
+    """An agent that lost its answer resends with the same X-Request-Id: the actor
+    answers from what it did, also after it was checkpointed and restored elsewhere."""
+
+    async def body():
+        async with harness(tmp_path) as h:
+            h.backend.create_actor("c1", "counter")
+            _, first, _ = await h.call("c1", **{"X-Request-Id": "turn1.call1"})
+            assert json.loads(first)["count"] == 1
+            await h.suspend("c1")
+            status, again, headers = await h.call("c1", **{"X-Request-Id": "turn1.call1"})
+            assert status == 200 and headers["X-Actormux-Activated"] == "1"
+            assert json.loads(again)["duplicate"] is True
+            assert json.loads(again)["count"] == 1  # not carried out twice
+            _, other, _ = await h.call("c1", **{"X-Request-Id": "turn1.call2"})
+            assert json.loads(other)["count"] == 2 and "duplicate" not in json.loads(other)
+
+    asyncio.run(body())
+
+
 def test_substrate_router_asks_the_control_plane_on_every_request(tmp_path):
     """router=substrate on a real backend: every request, to a running actor too, makes
     a round trip to the control plane's state (SQLite here) before it is forwarded, and

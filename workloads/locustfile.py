@@ -80,6 +80,8 @@ else:
     _FIRST_CALLS = _PLAYER.first_calls()
     _FIRST = [call.at for call in _FIRST_CALLS]
     _DURATION_S = SCRIPTS.duration_s
+    # the agent's own patience (workload.client.timeout_s; 0: as long as the router's)
+    _CLIENT_TIMEOUT_S = SCRIPTS.client.timeout_s or REQUEST_TIMEOUT_S
 _next_user = itertools.count()
 _rids = itertools.count()
 _state: dict[str, Any] = {"t0": None, "answered": 0, "written": False, "sessions_done": 0}
@@ -156,7 +158,8 @@ def _write_records() -> None:
     if SCRIPTS is not None:
         meta["client"] = {
             "retries": _PLAYER.counts.retries, "gave_up": _PLAYER.counts.gave_up,
-            "turns_cut": _PLAYER.counts.turns_cut,
+            "turns_cut": _PLAYER.counts.turns_cut, "timeouts": _PLAYER.counts.timeouts,
+            "duplicates_suppressed": _PLAYER.counts.duplicates_suppressed,
         }  # fmt: skip
     Path(RECORDS).with_suffix(".json").write_text(json.dumps(meta) + "\n")
 
@@ -171,7 +174,18 @@ def _on_quitting(**_kwargs: Any) -> None:
     _write_records()
 
 
-def _post(client: Any, rid: int, actor_id: str, service_s: float) -> Any:
+def _duplicate(response: Any) -> bool:
+    """The actor answered a resent request id from what it had done."""
+    try:
+        return bool(json.loads(response.content).get("duplicate"))
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _post(
+    client: Any, rid: int | str, actor_id: str, service_s: float,
+    timeout_s: float = REQUEST_TIMEOUT_S,
+) -> Any:  # fmt: skip
     return client.post(
         REQUEST_PATH,
         data=b"",
@@ -182,7 +196,7 @@ def _post(client: Any, rid: int, actor_id: str, service_s: float) -> Any:
         },
         name="actor request",
         context={"request": rid, "actor": actor_id},
-        timeout=REQUEST_TIMEOUT_S,
+        timeout=timeout_s,
     )
 
 
@@ -211,14 +225,21 @@ if SCRIPTS is not None:
                     break
                 rid = next(_rids)
                 _PLAYER.sent(call)
-                response = _post(self.client, rid, actor_id, call.service_s)
+                request_id = _PLAYER.request_id(call)
+                response = _post(self.client, request_id, actor_id, call.service_s,
+                                 _CLIENT_TIMEOUT_S)  # fmt: skip
                 answered = time.time() - t0
                 status = int(getattr(response, "status_code", 0) or 0)
                 ok = 200 <= status < 400
+                if not status and answered - sent >= _CLIENT_TIMEOUT_S - 0.01:
+                    _PLAYER.counts.timeouts += 1  # the agent stopped waiting
+                if ok and _duplicate(response):
+                    _PLAYER.counts.duplicates_suppressed += 1
                 if _calls is not None:
                     _calls.write(json.dumps({
                         "actor": call.actor, "call": call.index, "attempt": call.attempt,
-                        "request": rid, "sent_s": sent, "answered_s": answered, "ok": ok,
+                        "request": rid, "request_id": request_id, "sent_s": sent,
+                        "answered_s": answered, "ok": ok,
                     }) + "\n")  # fmt: skip
                 call = _PLAYER.answered(call, answered, ok)
             _state["sessions_done"] += 1

@@ -13,6 +13,13 @@ and is not served: a stale sandbox can never serve. Every answer carries the
 generation, so a client can see a fork. ``/healthz`` also says how many other
 connections the server still holds open (``connections``): a checkpoint waits for 0.
 ``X-Actormux-Service`` seconds of sleep stand for the tool's work.
+
+A POST is carried out once per ``X-Request-Id``: a client that lost its answer and
+resends the same id (Agent Executor's reconnect-and-resend) gets the first answer
+again, marked ``"duplicate": true``, without the actor doing it twice; a resend that
+comes while the first is still being done waits for it. The ids and answers are the
+actor's memory, so they survive a checkpoint and restore (the newest
+``KEEP_REQUEST_IDS``).
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ import json
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import BinaryIO, NamedTuple
 
 MAX_SERVICE_S = 60.0
+KEEP_REQUEST_IDS = 4096
 MAX_LINE = 8192
 MAX_HEADERS = 100
 MAX_BODY = 64 << 20
@@ -46,6 +55,45 @@ class Request(NamedTuple):
     path: str
     headers: dict[str, str]  # names lowercased
     body: bytes
+
+
+class Applied:
+    """The request ids this actor carried out, with their answers (the newest
+    :data:`KEEP_REQUEST_IDS`), and those it is carrying out now."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.answers: OrderedDict[str, tuple[int, dict[str, object]]] = OrderedDict()
+        self.running: dict[str, threading.Event] = {}
+
+    def begin(self, request_id: str) -> tuple[int, dict[str, object]] | None:
+        """None: carry ``request_id`` out (then :meth:`end`); else its earlier answer
+        (waiting for it if it is being carried out now)."""
+        with self.lock:
+            done = self.answers.get(request_id)
+            running = self.running.get(request_id)
+            if done is None and running is None:
+                self.running[request_id] = threading.Event()
+                return None
+        if done is None and running is not None:
+            running.wait(MAX_SERVICE_S + 30)
+            with self.lock:
+                done = self.answers.get(request_id)
+        if done is None:  # the first attempt failed: answer as it did not
+            return 503, {"error": f"request {request_id} is still being carried out"}
+        status, reply = done
+        return status, {**reply, "duplicate": True}
+
+    def end(self, request_id: str, status: int, reply: dict[str, object]) -> None:
+        """``request_id`` was carried out with this answer."""
+        with self.lock:
+            if status < 500:
+                self.answers[request_id] = (status, reply)
+                while len(self.answers) > KEEP_REQUEST_IDS:
+                    self.answers.popitem(last=False)
+            running = self.running.pop(request_id, None)
+        if running is not None:
+            running.set()
 
 
 class Identity:
@@ -140,7 +188,7 @@ def _drain_until_closed(stream: BinaryIO) -> None:
         pass
 
 
-def _connection(conn: socket.socket, handle: Handler, identity: Identity) -> None:
+def _connection(conn: socket.socket, handle: Handler, identity: Identity, applied: Applied) -> None:
     stream = conn.makefile("rb")
     identity.opened(+1)
     try:
@@ -155,7 +203,7 @@ def _connection(conn: socket.socket, handle: Handler, identity: Identity) -> Non
                 _send(conn, e.status, {"error": str(e)})
                 _drain_until_closed(stream)
                 return
-            _send(conn, *_dispatch(Request(method, path, headers, body), handle, identity))
+            _send(conn, *_dispatch(Request(method, path, headers, body), handle, identity, applied))
     except OSError:
         return  # reset by the peer
     finally:
@@ -165,7 +213,7 @@ def _connection(conn: socket.socket, handle: Handler, identity: Identity) -> Non
 
 
 def _dispatch(
-    request: Request, handle: Handler, identity: Identity
+    request: Request, handle: Handler, identity: Identity, applied: Applied
 ) -> tuple[int, dict[str, object]]:
     headers = request.headers
     if request.path == "/healthz":
@@ -184,26 +232,43 @@ def _dispatch(
     why = identity.refuses(headers)
     if why is not None:
         return 409, {"error": why, "generation": identity.generation}
+    request_id = headers.get("x-request-id", "")
+    if request.method != "POST" or not request_id:
+        status, reply = _carry_out(request, handle)
+        return status, {**reply, "generation": identity.generation}
+    earlier = applied.begin(request_id)
+    if earlier is not None:
+        status, reply = earlier
+    else:
+        status, reply = _carry_out(request, handle)
+        applied.end(request_id, status, reply)
+    return status, {**reply, "generation": identity.generation}
+
+
+def _carry_out(request: Request, handle: Handler) -> tuple[int, dict[str, object]]:
+    """The tool's work (``X-Actormux-Service`` seconds), then the handler's answer."""
     try:
-        service = float(headers.get("x-actormux-service") or 0)
+        service = float(request.headers.get("x-actormux-service") or 0)
     except ValueError:
         service = 0.0
     if service > 0:
         time.sleep(min(service, MAX_SERVICE_S))
     try:
-        status, reply = handle(request.method, request.path, request.body)
+        return handle(request.method, request.path, request.body)
     except Exception as e:  # the actor's bug: answer, keep the connection and the sandbox
-        status, reply = 500, {"error": f"{type(e).__name__}: {e}"}
-    return status, {**reply, "generation": identity.generation}
+        return 500, {"error": f"{type(e).__name__}: {e}"}
 
 
 def serve(port: int, handle: Handler) -> None:
     """Serve forever: ``handle(method, path, body) -> (status, json body)``."""
     identity = Identity()
+    applied = Applied()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("0.0.0.0", port))
     listener.listen(128)
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=_connection, args=(conn, handle, identity), daemon=True).start()
+        threading.Thread(
+            target=_connection, args=(conn, handle, identity, applied), daemon=True
+        ).start()

@@ -1,0 +1,80 @@
+"""The templates' HTTP server (backends/gvisor/templates/_server.py) run as a plain
+process on loopback: each request id is carried out once. In a sandbox, across a
+checkpoint and restore, tests/test_local_backend.py checks the same."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "backends" / "gvisor" / "templates"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def counter() -> Iterator[int]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, str(TEMPLATES / "counter.py"), str(port)])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def post(port: int, request_id: str | None, service_s: float = 0.0) -> dict:
+    headers = f"X-Actormux-Service: {service_s}\r\n"
+    if request_id is not None:
+        headers += f"X-Request-Id: {request_id}\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(f"POST / HTTP/1.1\r\nHost: a\r\n{headers}Content-Length: 0\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def test_a_resent_request_id_is_answered_not_redone(counter):
+    first = post(counter, "call-1")
+    again = post(counter, "call-1")
+    assert first["count"] == 1 and "duplicate" not in first
+    assert again == {**first, "duplicate": True}
+    assert post(counter, "call-2")["count"] == 2  # a new id is carried out
+    assert post(counter, None)["count"] == 3  # no id: carried out every time
+    assert post(counter, None)["count"] == 4
+
+
+def test_a_resend_during_the_first_attempt_waits_for_its_answer(counter):
+    answers: list[dict] = []
+    slow = threading.Thread(target=lambda: answers.append(post(counter, "slow", 1.0)))
+    slow.start()
+    time.sleep(0.3)  # the first attempt is being carried out
+    resent = post(counter, "slow")
+    slow.join()
+    assert answers[0]["count"] == 1 and resent == {**answers[0], "duplicate": True}
+    assert post(counter, "next")["count"] == 2  # the counter moved once for "slow"
