@@ -23,17 +23,19 @@ from experiments.runner import simulate
 from workloads.echo import EchoServer
 from workloads.loadtest import check_loopback, run_locust
 from workloads.plan import Plan
+from workloads.sessions import Scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 SLACK_S = 0.25  # Locust's scheduling slack we accept; measured: median ~3 ms, max ~11 ms
 
-CASES = {
+CASES = {  # open-loop plans (closed-loop sessions: the test at the end)
     "fixed population, steady": [
-        "workload=agent", "workload.actors=15", "duration_s=25", "seed=3",
+        "workload=agent", "workload.loop=open", "workload.actors=15", "duration_s=25", "seed=3",
         "workload.think_time='lognormal(median=8, sigma=0.5)'",
     ],
     "open population, waves": [
-        "workload=agent", "workload.population=open", "workload.session_rate_per_s=0.4",
+        "workload=agent", "workload.loop=open", "workload.population=open",
+        "workload.session_rate_per_s=0.4",
         "workload.shape='waves(start_s=5, period_s=8, count=2, size=4)'", "duration_s=25",
         "seed=4", "workload.think_time='lognormal(median=4, sigma=0.5)'",
     ],
@@ -85,13 +87,14 @@ def test_simulator_and_locust_issue_the_same_requests_at_the_same_times(
 
 
 @pytest.mark.slow
-def test_actormux_locust_plays_a_workload_against_an_endpoint(tmp_path):
+@pytest.mark.parametrize("loop", ["closed", "open"])
+def test_actormux_locust_plays_a_workload_against_an_endpoint(tmp_path, loop):
     with EchoServer() as server:
         proc = subprocess.run(
             [
                 str(Path(sys.executable).parent / "actormux"), "locust", "workload=agent",
                 "workload.actors=5", "duration_s=6", "workload.think_time=2",
-                f"locust.host={server.url}", f"hydra.run.dir={tmp_path}",
+                f"workload.loop={loop}", f"locust.host={server.url}", f"hydra.run.dir={tmp_path}",
             ],
             capture_output=True, text=True, check=False, cwd=ROOT, timeout=120,
         )  # fmt: skip
@@ -100,8 +103,12 @@ def test_actormux_locust_plays_a_workload_against_an_endpoint(tmp_path):
     summary = json.loads((tmp_path / "locust_summary.json").read_text())
     assert summary["requests"] == summary["planned"] == summary["ok"] == seen > 0
     records = pd.read_parquet(tmp_path / "locust_requests.parquet")
-    assert len(records) == seen
-    assert Plan.load(tmp_path / "plan.npz").seed == 0
+    assert len(records) == seen and summary["loop"] == loop
+    if loop == "open":
+        assert Plan.load(tmp_path / "plan.npz").seed == 0
+    else:  # the scripts were saved, and the agents sent each call once (all answered)
+        assert Scripts.load(tmp_path / "scripts.npz").seed == 0
+        assert summary["client"]["calls"] == seen and summary["client"]["retries"] == 0
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:80"])

@@ -159,6 +159,7 @@ def _write_records() -> None:
         meta["client"] = {
             "retries": _PLAYER.counts.retries, "gave_up": _PLAYER.counts.gave_up,
             "turns_cut": _PLAYER.counts.turns_cut, "timeouts": _PLAYER.counts.timeouts,
+            "calls": _PLAYER.counts.calls,
             "duplicates_suppressed": _PLAYER.counts.duplicates_suppressed,
         }  # fmt: skip
     Path(RECORDS).with_suffix(".json").write_text(json.dumps(meta) + "\n")
