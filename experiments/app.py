@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -16,6 +17,9 @@ from backends.local.settings import LocalConfig
 from experiments.build import ConfigError, RunSpec, build
 from experiments.report import format_summary, side_by_side, write_run
 from experiments.runner import simulate
+
+if TYPE_CHECKING:
+    from experiments.real_run import RealOutput
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -101,9 +105,15 @@ def run_real(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
         return
     deployment = deployment_or_exit(cfg, spec, state_dir=out_dir / "state")
     if fidelity:
+        if spec.replications > 1:
+            exit_bad_config(ValueError("replications: experiment=fidelity repeats its real "
+                                       "runs itself (fidelity.repeats)"))  # fmt: skip
         run_fidelity(cfg, spec, deployment, out_dir)
         return
     real = run_real_experiment(spec, deployment, out_dir)
+    sections: tuple[str, ...] = ()
+    if spec.replications > 1:
+        real, sections = replicate_real(cfg, spec, real, out_dir)
     spec = replace(spec, duration_s=real.output.result.duration_s)  # as played
     s, v = real.output.summary, real.verification
     monitor = (
@@ -126,12 +136,53 @@ def run_real(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
         + side_by_side(s, real.simulated.summary, (label, "simulated"))
     )
     (out_dir / "sim_summary.json").write_text(json.dumps(real.simulated.summary, indent=2) + "\n")
-    report = write_run(out_dir, spec, real.output, (checks, compare))
+    report = write_run(out_dir, spec, real.output, (checks, compare, *sections))
     print(f"{spec.experiment} ({spec.backend}, real gVisor):")
     print(format_summary(s))
     print()
     print(side_by_side(s, real.simulated.summary, (label, "simulated")))
+    for replicated in sections:
+        print()
+        print(replicated)
     print(f"report: {report}")
+
+
+def replicate_real(
+    cfg: DictConfig, spec: RunSpec, first: RealOutput, out_dir: Path
+) -> tuple[RealOutput, tuple[str, ...]]:
+    """``replications=N`` on a real backend: seeds ``seed + 1 ..`` run for real too,
+    each in ``seed_<K>/`` with its own state, and each simulated on its own scripts;
+    the summaries get ``ci95`` over the real runs, ``sim_summary.json`` over the
+    simulated ones, and the report a section for each."""
+    from experiments.deployments import deployment, section_of
+    from experiments.real_run import run_real_experiment
+    from experiments.replicate import plot, replicate, section
+
+    simulated = [first.simulated.summary]
+
+    def run_seed(seeded: RunSpec) -> Mapping[str, Any]:
+        run_dir = out_dir / f"seed_{seeded.seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        print(f"replication: seed {seeded.seed} ...", file=sys.stderr, flush=True)
+        fresh = deployment(section_of(cfg), seeded, state_dir=run_dir / "state")
+        again = run_real_experiment(seeded, fresh, run_dir)
+        write_run(run_dir, seeded, again.output)
+        simulated.append(again.simulated.summary)
+        return again.output.summary
+
+    real_added = replicate(first.output.summary, spec, run_seed)
+    sim_added = replicate(first.simulated.summary, spec,
+                          lambda seeded: simulated[seeded.seed - spec.seed])  # fmt: skip
+    output = replace(first.output, summary={**first.output.summary, **real_added})
+    sim = replace(first.simulated, summary={**first.simulated.summary, **sim_added})
+    plot(output.summary, out_dir / "replications.png")
+    plot(sim.summary, out_dir / "replications_simulated.png")
+    sections = (
+        "# Real runs\n\n" + section(output.summary, "replications.png"),
+        "# Simulated, the same scripts of each seed\n\n"
+        + section(sim.summary, "replications_simulated.png"),
+    )
+    return replace(first, output=output, simulated=sim), sections
 
 
 def run_soak_or_exit(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:

@@ -202,8 +202,6 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
         raise ConfigError(f"replications: must be an integer (got {replications!r})")
     if not 1 <= replications <= MAX_REPLICATIONS:
         raise ConfigError(f"replications: must be 1..{MAX_REPLICATIONS} (got {replications})")
-    if replications > 1 and backend_name != "sim":
-        raise ConfigError("replications: the simulator's only so far (backend=sim)")
     return RunSpec(
         experiment=str(raw.get("experiment", "adhoc")),
         question=str(raw.get("question", "")),

@@ -343,3 +343,46 @@ def test_closed_loop_agents_of_two_state_sizes_keep_their_state_and_their_snapsh
             assert after["sent_s"] >= before["answered_s"] - 1e-3
     simulated = json.loads((tmp_path / "sim_summary.json").read_text())
     assert simulated["requests"] > 30  # the simulator played the same scripts
+
+
+@pytest.mark.slow
+def test_replicated_real_runs_of_impatient_agents_apply_each_call_once(tmp_path):
+    """replications=2 on the local backend: a second seed runs for real in seed_1/,
+    and the summaries (real and simulated) get 95% intervals. Its agents give up
+    waiting after 2 s for answers that take 3 s (workload.client.timeout_s,
+    long_answer) and resend with the same request id: the actors answer the repeats
+    from what they did, so no call is carried out twice and none is lost."""
+    proc = subprocess.run(
+        [ACTORMUX, "experiment=oversub_250_on_8", "backend=local", f"backend.instance={INSTANCE}",
+         f"backend.port={free_port()}", "backend.duration_s=20", f"hydra.run.dir={tmp_path}",
+         "workload.actors=12", "cluster.workers=3", "replications=2",
+         "workload.think_time='lognormal(median=6, sigma=0.5)'",
+         "workload.long_answer_share=0.3", "workload.long_answer='fixed(value=3)'",
+         "workload.client.timeout_s=2"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    second = json.loads((tmp_path / "seed_1" / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and second["seed"] == 1
+    interval = summary["ci95"]["requests"]
+    assert interval["values"] == [summary["requests"], second["requests"]]
+    assert interval["low"] <= interval["mean"] <= interval["high"]
+    simulated = json.loads((tmp_path / "sim_summary.json").read_text())
+    assert simulated["seeds"] == [0, 1] and "activations" in simulated["ci95"]
+    report = (tmp_path / "report.md").read_text()
+    assert "# Real runs" in report and "# Simulated, the same scripts" in report
+    timeouts = suppressed = 0
+    for run, run_dir in ((summary, tmp_path), (second, tmp_path / "seed_1")):
+        assert run["lost_updates"] == run["double_activations"] == 0
+        # An actor may hold a call no answer acknowledged only if the agent never got
+        # an ok for that script call at all (it ran out of time before resending); a
+        # call carried out twice (a resend done again) would exceed this.
+        log = run_dir / "locust" / "locust_calls.jsonl"
+        attempts = [json.loads(line) for line in log.open()]
+        calls = {(a["actor"], a["call"]) for a in attempts}
+        acked = {(a["actor"], a["call"]) for a in attempts if a["ok"]}
+        assert run["unacknowledged_updates"] <= len(calls - acked)
+        timeouts += run["reliability"]["client_timeouts"]
+        suppressed += run["reliability"]["client_duplicates_suppressed"]
+    assert timeouts > 0 and suppressed > 0
