@@ -354,7 +354,7 @@ def test_replicated_real_runs_of_impatient_agents_apply_each_call_once(tmp_path)
     from what they did, so no call is carried out twice and none is lost."""
     proc = subprocess.run(
         [ACTORMUX, "experiment=oversub_250_on_8", "backend=local", f"backend.instance={INSTANCE}",
-         f"backend.port={free_port()}", "backend.duration_s=20", f"hydra.run.dir={tmp_path}",
+         f"backend.port={free_port()}", "backend.duration_s=15", f"hydra.run.dir={tmp_path}",
          "workload.actors=12", "cluster.workers=3", "replications=2",
          "workload.think_time='lognormal(median=6, sigma=0.5)'",
          "workload.long_answer_share=0.3", "workload.long_answer='fixed(value=3)'",
