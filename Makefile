@@ -41,7 +41,7 @@ venv: $(VENV)/.runtime
 
 demo: $(VENV)/.runtime
 	$(BIN)/actormux experiment=oversub_250_on_8
-	$(BIN)/python -m experiments.demo_real
+	$(BIN)/python -m experiments.real.demo
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

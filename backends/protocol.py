@@ -1,6 +1,6 @@
 """What every real backend offers, and what a run needs to know about where it runs.
 
-Two halves, so that experiments (``experiments/real_run.py``), ``serve`` and the bench
+Two halves, so that experiments (``experiments/real/run.py``), ``serve`` and the bench
 work with any real backend without knowing which:
 
 * the driver is a :class:`backends.controlplane.ControlPlane`: the router and the admin

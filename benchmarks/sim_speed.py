@@ -32,8 +32,8 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from experiments.build import build  # noqa: E402
-from experiments.runner import make_simulation  # noqa: E402
+from experiments.runs.build import build  # noqa: E402
+from experiments.runs.runner import make_simulation  # noqa: E402
 
 
 def bare_heapq_loop(events: int, pending: int, seed: int = 0) -> float:

@@ -14,14 +14,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from backends.local.settings import LocalConfig
-from experiments.build import ConfigError, RunSpec, build
-from experiments.report import format_summary, side_by_side, write_run
-from experiments.runner import simulate
+from experiments.analysis.report import format_summary, side_by_side, write_run
+from experiments.paths import CONF_DIR
+from experiments.runs.build import ConfigError, RunSpec, build
+from experiments.runs.runner import simulate
 
 if TYPE_CHECKING:
-    from experiments.real_run import RealOutput
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+    from experiments.real.run import RealOutput
 
 
 def exit_bad_config(error: Exception) -> NoReturn:
@@ -51,7 +50,7 @@ def run_experiment(cfg: DictConfig) -> None:
     output = simulate(spec)
     sections: tuple[str, ...] = ()
     if spec.replications > 1:
-        from experiments.replicate import plot, replicate, section
+        from experiments.runs.replicate import plot, replicate, section
 
         added = replicate(
             output.summary, spec, lambda one: simulate(replace(one, progress=False)).summary
@@ -74,7 +73,7 @@ def local_config_or_exit(
 ) -> LocalConfig:
     """The checked ``backend: local`` section, or exit: 2 for a bad config, 3 when gVisor
     cannot run on this machine (the message says why)."""
-    from experiments.deployments import deployment_or_exit
+    from experiments.real.deployments import deployment_or_exit
 
     local = deployment_or_exit(cfg, spec, state_dir=state_dir)
     if not isinstance(local, LocalConfig):
@@ -84,9 +83,9 @@ def local_config_or_exit(
 
 def run_real(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
     """``backend=local|kind|gke``: run for real, check, compare with the simulator, report."""
-    from experiments.deployments import deployment_or_exit
-    from experiments.fidelity import fidelity_repeats, run_fidelity
-    from experiments.real_run import run_real_experiment
+    from experiments.analysis.fidelity import fidelity_repeats, run_fidelity
+    from experiments.real.deployments import deployment_or_exit
+    from experiments.real.run import run_real_experiment
 
     fidelity = cfg.get("fidelity") is not None
     if fidelity:
@@ -154,9 +153,9 @@ def replicate_real(
     each in ``seed_<K>/`` with its own state, and each simulated on its own scripts;
     the summaries get ``ci95`` over the real runs, ``sim_summary.json`` over the
     simulated ones, and the report a section for each."""
-    from experiments.deployments import deployment, section_of
-    from experiments.real_run import run_real_experiment
-    from experiments.replicate import plot, replicate, section
+    from experiments.real.deployments import deployment, section_of
+    from experiments.real.run import run_real_experiment
+    from experiments.runs.replicate import plot, replicate, section
 
     simulated = [first.simulated.summary]
 
@@ -186,8 +185,8 @@ def replicate_real(
 
 
 def run_soak_or_exit(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
-    """``experiment=soak``: a long real run under faults (``experiments/soak.py``)."""
-    from experiments.soak import run_soak, soak_settings
+    """``experiment=soak``: a long real run under faults (``experiments/real/soak.py``)."""
+    from experiments.real.soak import run_soak, soak_settings
 
     try:
         soak_settings(cfg)

@@ -23,18 +23,18 @@ from collections.abc import Callable
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, Hydra app), and the run directory its outputs go to by default
-    "workload-report": ("experiments.workload_report", "run_workload_report"),
-    "locust": ("experiments.loadgen", "run_locust_app"),
-    "serve": ("experiments.serve", "run_serve"),
-    "plan": ("experiments.planner", "run_plan"),
+    "workload-report": ("experiments.runs.workload_report", "run_workload_report"),
+    "locust": ("experiments.runs.loadgen", "run_locust_app"),
+    "serve": ("experiments.real.serve", "run_serve"),
+    "plan": ("experiments.runs.planner", "run_plan"),
 }
 PLAIN: dict[str, tuple[str, str]] = {  # argparse commands, no Hydra config
-    "cleanup": ("experiments.ops", "cleanup_main"),
-    "admin": ("experiments.ops", "admin_main"),
-    "calibrate": ("experiments.calibrate", "main"),
-    "collect": ("experiments.collect", "main"),
-    "bench": ("experiments.bench", "bench_main"),
-    "bench-report": ("experiments.bench", "report_main"),
+    "cleanup": ("experiments.real.ops", "cleanup_main"),
+    "admin": ("experiments.real.ops", "admin_main"),
+    "calibrate": ("experiments.analysis.calibrate", "main"),
+    "collect": ("experiments.analysis.collect", "main"),
+    "bench": ("experiments.runs.bench", "bench_main"),
+    "bench-report": ("experiments.runs.bench", "report_main"),
 }
 RUN_DIRS = {
     "workload-report": "reports/workload/${workload.name}/${now:%Y-%m-%d_%H-%M-%S}",

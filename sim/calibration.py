@@ -15,7 +15,7 @@ work* ``W = fixed + size / rate`` on its node's CPU, which concurrent jobs share
    (coefficient of variation >= 0.1); otherwise the prior rate is kept.
 4. ``fixed = W - size / rate`` gets a lognormal fit (median, sigma of its log).
 
-Pure numpy; reading run directories and writing YAML is ``experiments/calibrate.py``.
+Pure numpy; reading run directories and writing YAML is ``experiments/analysis/calibrate.py``.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ import yaml
 
 from control.controller import Controller
 from control.policies import AfterEachRequest, LruPlacement, QueueWithDeadline
-from experiments.bench import Regression, baseline_refusal, compare, metrics_of
-from experiments.calibrate import calibrate_run, profile_yaml
-from experiments.planner import SLO, plan, search
+from experiments.analysis.calibrate import calibrate_run, profile_yaml
+from experiments.runs.bench import Regression, baseline_refusal, compare, metrics_of
+from experiments.runs.planner import SLO, plan, search
 from sim.calibration import calibrate, jobs_from_records
 from sim.distributions import LogNormal, Uniform
 from sim.engine import Simulation
@@ -286,7 +286,7 @@ def test_bench_passes_against_its_own_baseline_and_fails_against_a_stricter_one(
 
 
 def test_fidelity_errors_goals_and_intervals():
-    from experiments.fidelity import attribute, bootstrap_interval, error_table, render
+    from experiments.analysis.fidelity import attribute, bootstrap_interval, error_table, render
 
     def summary(p50, p99, acts):
         return {"activation_latency_s": {"p50": p50, "p90": p50, "p99": p99},
@@ -329,8 +329,8 @@ def test_fidelity_refuses_bad_repeats_before_any_real_run(tmp_path):
 def test_fidelity_calibrates_on_the_evaluations_images_unless_told_otherwise(compose_cfg):
     from hydra import initialize_config_dir
 
+    from experiments.analysis.fidelity import calibration_config
     from experiments.app import CONF_DIR
-    from experiments.fidelity import calibration_config
 
     sizes = "backend.agent_state_mb=[4,48]"
     cfg = compose_cfg("experiment=fidelity", "backend.template=agent", sizes,

@@ -19,7 +19,7 @@ from control.metrics import (
     SAMPLE_COLUMNS,
     SUMMARY_KEYS,
 )
-from experiments.build import ConfigError, build
+from experiments.runs.build import ConfigError, build
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))

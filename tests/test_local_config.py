@@ -7,7 +7,7 @@ import pytest
 
 from backends.gvisor.catalog import default_templates
 from backends.local.settings import local_config
-from experiments.real_run import real_snapshot_bytes
+from experiments.real.run import real_snapshot_bytes
 
 MIB = 1 << 20
 BASE = {

@@ -12,7 +12,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from experiments.versions import SHAPING, package_versions
+from experiments.runs.versions import SHAPING, package_versions
 
 ROOT = Path(__file__).resolve().parent.parent
 

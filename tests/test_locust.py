@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from control.metrics import REQUEST_COLUMNS
-from experiments.build import build
-from experiments.runner import simulate
+from experiments.runs.build import build
+from experiments.runs.runner import simulate
 from workloads.echo import EchoServer
 from workloads.loadtest import check_loopback, run_locust
 from workloads.plan import Plan

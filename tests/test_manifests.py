@@ -163,7 +163,7 @@ def test_the_control_plane_runs_actormux_serve_with_arguments_it_accepts(tmp_pat
     from omegaconf import OmegaConf
 
     from backends.kube.settings import kube_config
-    from experiments.build import build
+    from experiments.runs.build import build
 
     objects = {(o["kind"], o["metadata"]["name"]): o for o in render(OVERLAYS["kind"])}
     pod = objects[("Deployment", "actormux-control")]["spec"]["template"]["spec"]

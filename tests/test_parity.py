@@ -19,9 +19,9 @@ from control.metrics import (
     table,
     worker_utilization,
 )
-from experiments.build import build
-from experiments.real_run import PlanWindow
-from experiments.runner import simulate
+from experiments.real.run import PlanWindow
+from experiments.runs.build import build
+from experiments.runs.runner import simulate
 
 
 def test_an_activation_total_is_the_sum_of_its_parts():

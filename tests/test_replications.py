@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from control.metrics import summarize
-from experiments.build import ConfigError, build
-from experiments.replicate import interval
+from experiments.runs.build import ConfigError, build
+from experiments.runs.replicate import interval
 
 ROOT = Path(__file__).resolve().parent.parent
 ACTORMUX = str(Path(sys.executable).parent / "actormux")

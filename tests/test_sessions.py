@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from experiments.build import build
-from experiments.runner import simulate
+from experiments.runs.build import build
+from experiments.runs.runner import simulate
 from workloads.base import Population
 from workloads.plan import Plan
 from workloads.sessions import Call, ClientPolicy, Scripts, SessionPlayer
@@ -162,7 +162,7 @@ def test_failed_calls_are_retried_and_counted(compose_cfg):
 
 
 def test_closed_loop_config_errors(compose_cfg):
-    from experiments.build import ConfigError
+    from experiments.runs.build import ConfigError
 
     with pytest.raises(ConfigError, match=re.escape("workload.loop: unknown 'sometimes'")):
         spec(compose_cfg, "workload.loop=sometimes")

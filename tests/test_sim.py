@@ -17,8 +17,8 @@ from control.policies import (
     RandomPlacement,
     SnapshotLocalityPlacement,
 )
-from experiments.build import build
-from experiments.runner import simulate
+from experiments.runs.build import build
+from experiments.runs.runner import simulate
 from sim.engine import Simulation
 from sim.latency import latency_from_config
 from workloads.plan import Plan

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.build import ConfigError, build
-from experiments.runner import simulate
+from experiments.runs.build import ConfigError, build
+from experiments.runs.runner import simulate
 from sim.distributions import Fixed
 from workloads.base import concat
 from workloads.trace import TraceError, TraceWorkload, assign_actors, read_trace

@@ -30,9 +30,9 @@ from typing import Any
 
 import yaml
 
-from experiments.versions import package_versions
+from experiments.paths import ROOT
+from experiments.runs.versions import package_versions
 
-ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "conf" / "bench"
 
 
@@ -101,8 +101,8 @@ def run_case(overrides: list[str], backend: str) -> dict[str, Any]:
     if backend == "sim":
         from hydra import compose, initialize_config_dir
 
-        from experiments.build import build
-        from experiments.runner import simulate
+        from experiments.runs.build import build
+        from experiments.runs.runner import simulate
 
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=[*overrides, "backend.progress=false"])
@@ -289,7 +289,7 @@ def report_main(argv: list[str]) -> int:
     )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports" / "bench")
     args = parser.parse_args(argv)
-    from experiments.report import plt, save_figure
+    from experiments.analysis.report import plt, save_figure
 
     if not args.history.is_file():
         print(f"actormux bench-report: no history at {args.history}", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 
 from backends.protocol import Deployment
-from experiments.build import RunSpec
+from experiments.runs.build import RunSpec
 
 REAL_BACKENDS = ("local", "kind", "gke")
 

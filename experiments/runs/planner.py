@@ -16,7 +16,6 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -25,10 +24,9 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.app import exit_bad_config
-from experiments.build import ConfigError, build
-from experiments.runner import simulate
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from experiments.paths import CONF_DIR
+from experiments.runs.build import ConfigError, build
+from experiments.runs.runner import simulate
 
 
 @dataclass(frozen=True)

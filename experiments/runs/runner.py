@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from control.metrics import summarize
-from experiments.build import RunSpec
-from experiments.versions import package_versions
+from experiments.runs.build import RunSpec
+from experiments.runs.versions import package_versions
 from sim.engine import RunResult, Simulation
 
 

@@ -31,12 +31,12 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from backends.protocol import Deployment
-from experiments.build import ConfigError, RunSpec, build
-from experiments.calibrate import calibrate_run, write_profile
-from experiments.deployments import deployment, section_of
-from experiments.real_run import run_real_experiment
-from experiments.report import format_summary, plt, save_figure, write_run
-from experiments.runner import simulate
+from experiments.analysis.calibrate import calibrate_run, write_profile
+from experiments.analysis.report import format_summary, plt, save_figure, write_run
+from experiments.real.deployments import deployment, section_of
+from experiments.real.run import run_real_experiment
+from experiments.runs.build import ConfigError, RunSpec, build
+from experiments.runs.runner import simulate
 from sim.calibration import concurrency_steps, jobs_from_records, solo_work
 from sim.engine import RunResult
 from sim.latency import latency_from_config

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from experiments.bench import metrics_of
-from experiments.build import RunSpec
+from experiments.runs.bench import metrics_of
+from experiments.runs.build import RunSpec
 
 REPLICATED = (
     "requests", "ok", "rejected", "timed_out", "failed_fraction", "activations",
@@ -109,7 +109,7 @@ def section(summary: Mapping[str, Any], plot: str | None = None) -> str:
 
 def plot(summary: Mapping[str, Any], path: Any) -> None:
     """The latency metrics' means with their intervals, one point per seed beside them."""
-    from experiments.report import plt, save_figure
+    from experiments.analysis.report import plt, save_figure
 
     ci = summary["ci95"]
     names = [m for m in ci if m.endswith((".p50", ".p99"))]

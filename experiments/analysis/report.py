@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from experiments.build import RunSpec
-from experiments.runner import RunOutput
+from experiments.runs.build import RunSpec
+from experiments.runs.runner import RunOutput
 
 TABLES = ("requests", "activations", "checkpoints", "samples")
 PLOTS = {

@@ -32,8 +32,8 @@ from backends.local.statedir import NotAStateDir
 from backends.protocol import Deployment
 from backends.state import Deposed
 from experiments.app import CONF_DIR, build_or_exit
-from experiments.build import RunSpec
-from experiments.deployments import deployment_or_exit
+from experiments.real.deployments import deployment_or_exit
+from experiments.runs.build import RunSpec
 
 
 def admin_token(deployment: Deployment) -> tuple[str, str]:

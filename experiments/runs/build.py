@@ -66,7 +66,7 @@ class RunSpec:
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     faults: FaultModel = field(default_factory=FaultModel)
     warmup_s: float = 0.0  # requests and activations before it are left out of the metrics
-    replications: int = 1  # seeds seed .. seed + replications - 1 (experiments/replicate.py)
+    replications: int = 1  # seeds seed .. seed + replications - 1 (experiments/runs/replicate.py)
 
     def make_controller(self, recovery: RecoverySettings | None = None) -> Controller:
         """A fresh controller with fresh policy instances (policies keep state);

@@ -19,9 +19,9 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from experiments.paths import LATENCY_DIR as CONF_LATENCY
 from sim.calibration import Calibration, calibrate, jobs_from_records
 
-CONF_LATENCY = Path(__file__).resolve().parent.parent / "conf" / "latency"
 SHIPPED = {"gvisor_local", "substrate_gke"}
 
 

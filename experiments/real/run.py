@@ -51,8 +51,8 @@ from control.metrics import (
     table,
     worker_utilization,
 )
-from experiments.build import RunSpec
-from experiments.runner import RunOutput, simulate, summary_of
+from experiments.runs.build import RunSpec
+from experiments.runs.runner import RunOutput, simulate, summary_of
 from sim.engine import RunResult, reliability_counters
 from workloads.loadtest import LocustRun, run_locust
 from workloads.plan import Plan

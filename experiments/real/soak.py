@@ -46,8 +46,8 @@ from backends.local.monitor import MonitorProcess
 from backends.local.settings import LocalConfig
 from backends.state import LossRow
 from control.metrics import REQUEST_COLUMNS, percentiles
-from experiments.build import ConfigError, RunSpec
-from experiments.real_run import read_back, reported_losses, unnamed_losses, verify
+from experiments.real.run import read_back, reported_losses, unnamed_losses, verify
+from experiments.runs.build import ConfigError, RunSpec
 from workloads.loadtest import LocustProcess, start_locust
 from workloads.plan import Plan
 

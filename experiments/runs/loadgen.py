@@ -20,8 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from control.metrics import percentiles
+from experiments.analysis.report import format_summary
 from experiments.app import CONF_DIR, build_or_exit, exit_bad_config
-from experiments.report import format_summary
 from workloads.loadtest import check_loopback, run_locust
 from workloads.plan import Plan
 from workloads.sessions import Scripts

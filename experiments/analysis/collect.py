@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from experiments.report import plt, save_figure
+from experiments.analysis.report import plt, save_figure
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

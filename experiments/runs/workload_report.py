@@ -13,8 +13,8 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from experiments.analysis.report import format_summary, plt, save_figure, summary_rows
 from experiments.app import CONF_DIR, build_or_exit
-from experiments.report import format_summary, plt, save_figure, summary_rows
 from workloads.plan import Plan
 from workloads.stats import active_actors, actor_gaps, workload_stats
 

@@ -1,0 +1,1 @@
+"""Reading runs: reports and plots, sweep tables, calibration, fidelity."""
