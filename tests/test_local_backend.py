@@ -305,58 +305,19 @@ def test_short_250_on_8_run_loses_no_update_and_never_double_activates(tmp_path)
 
 
 @pytest.mark.slow
-def test_closed_loop_agents_of_two_state_sizes_keep_their_state_and_their_snapshot_sizes(
-    tmp_path,
-):
-    """Agents holding 4 and 40 MiB, played closed-loop (workload.loop=closed): Locust plays
-    the sessions' scripts, every call after the previous answer, and the simulator plays
-    the same scripts beside it."""
+def test_replicated_closed_loop_runs_of_impatient_agents_of_two_state_sizes(tmp_path):
+    """Agents holding 4 and 40 MiB, closed loop, two seeds (replications=2), each run
+    for real in its own directory (seed_1/) and simulated on its own scripts: both
+    summaries get 95% intervals. The agents give up after 2 s on answers that take 3 s
+    (workload.client.timeout_s, long_answer) and resend with the same request id: the
+    actors answer repeats from what they did, so no call is carried out twice, none is
+    lost, every state's digest checks out, and the snapshot sizes follow the state."""
     proc = subprocess.run(
         [ACTORMUX, "experiment=oversub_250_on_8", "backend=local", f"backend.instance={INSTANCE}",
-         f"backend.port={free_port()}", "backend.duration_s=30", f"hydra.run.dir={tmp_path}",
+         f"backend.port={free_port()}", "backend.duration_s=20", f"hydra.run.dir={tmp_path}",
          "backend.template=agent", "backend.agent_state_mb=[4,40]", "workload=bursty",
-         "workload.actors=16", "cluster.workers=4", "workload.loop=closed",
-         "workload.think_time='lognormal(median=8, sigma=0.5)'"],
-        cwd=ROOT, capture_output=True, text=True, check=False, timeout=900,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["lost_updates"] == summary["digest_mismatches"] == 0
-    assert summary["double_activations"] == summary["unreadable_actors"] == 0
-    acts = pd.read_parquet(tmp_path / "activations.parquet")
-    restored = acts[~acts["cold"].astype(bool)]
-    # Even-numbered actors hold 4 MiB, odd ones 40: their images differ by about 36 MiB.
-    parity = restored["actor"].str[-1].astype(int) % 2
-    mib = restored.groupby(parity)["snapshot_bytes"].median() / 2**20
-    assert set(parity) == {0, 1}
-    assert 30 < mib[1] - mib[0] < 42, mib
-    # Closed loop: no agent ever had two calls out at once.
-    assert summary["client_requests"] == summary["requests"] > 30
-    calls = [json.loads(line) for line in (tmp_path / "locust/locust_calls.jsonl").open()]
-    assert len(calls) == summary["requests"]
-    by_actor: dict[int, list[dict]] = {}
-    for call in calls:
-        by_actor.setdefault(call["actor"], []).append(call)
-    for actor_calls in by_actor.values():
-        actor_calls.sort(key=lambda c: c["sent_s"])
-        for before, after in itertools.pairwise(actor_calls):
-            assert after["sent_s"] >= before["answered_s"] - 1e-3
-    simulated = json.loads((tmp_path / "sim_summary.json").read_text())
-    assert simulated["requests"] > 30  # the simulator played the same scripts
-
-
-@pytest.mark.slow
-def test_replicated_real_runs_of_impatient_agents_apply_each_call_once(tmp_path):
-    """replications=2 on the local backend: a second seed runs for real in seed_1/,
-    and the summaries (real and simulated) get 95% intervals. Its agents give up
-    waiting after 2 s for answers that take 3 s (workload.client.timeout_s,
-    long_answer) and resend with the same request id: the actors answer the repeats
-    from what they did, so no call is carried out twice and none is lost."""
-    proc = subprocess.run(
-        [ACTORMUX, "experiment=oversub_250_on_8", "backend=local", f"backend.instance={INSTANCE}",
-         f"backend.port={free_port()}", "backend.duration_s=15", f"hydra.run.dir={tmp_path}",
-         "workload.actors=12", "cluster.workers=3", "replications=2",
-         "workload.think_time='lognormal(median=6, sigma=0.5)'",
+         "workload.actors=16", "cluster.workers=4", "workload.loop=closed", "replications=2",
+         "workload.think_time='lognormal(median=8, sigma=0.5)'",
          "workload.long_answer_share=0.3", "workload.long_answer='fixed(value=3)'",
          "workload.client.timeout_s=2"],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=900,
@@ -364,22 +325,42 @@ def test_replicated_real_runs_of_impatient_agents_apply_each_call_once(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     second = json.loads((tmp_path / "seed_1" / "summary.json").read_text())
+    # replications: the second seed ran for real; intervals over both, real and simulated
     assert summary["seeds"] == [0, 1] and second["seed"] == 1
     interval = summary["ci95"]["requests"]
     assert interval["values"] == [summary["requests"], second["requests"]]
     assert interval["low"] <= interval["mean"] <= interval["high"]
     simulated = json.loads((tmp_path / "sim_summary.json").read_text())
-    assert simulated["seeds"] == [0, 1] and "activations" in simulated["ci95"]
+    assert simulated["seeds"] == [0, 1] and simulated["requests"] > 30
+    assert "activations" in simulated["ci95"]
     report = (tmp_path / "report.md").read_text()
     assert "# Real runs" in report and "# Simulated, the same scripts" in report
+    # Even-numbered actors hold 4 MiB, odd ones 40: their images differ by about 36 MiB.
+    acts = pd.read_parquet(tmp_path / "activations.parquet")
+    restored = acts[~acts["cold"].astype(bool)]
+    parity = restored["actor"].str[-1].astype(int) % 2
+    mib = restored.groupby(parity)["snapshot_bytes"].median() / 2**20
+    assert set(parity) == {0, 1}
+    assert 30 < mib[1] - mib[0] < 42, mib
     timeouts = suppressed = 0
     for run, run_dir in ((summary, tmp_path), (second, tmp_path / "seed_1")):
-        assert run["lost_updates"] == run["double_activations"] == 0
+        assert run["lost_updates"] == run["digest_mismatches"] == 0
+        assert run["double_activations"] == run["unreadable_actors"] == 0
+        assert run["client_requests"] == run["requests"] > 30
+        attempts = [json.loads(line) for line in (run_dir / "locust/locust_calls.jsonl").open()]
+        assert len(attempts) == run["requests"]
+        # Closed loop: no agent ever had two calls out at once (a call it gave up on
+        # counts as answered when it gave up).
+        by_actor: dict[int, list[dict]] = {}
+        for attempt in attempts:
+            by_actor.setdefault(attempt["actor"], []).append(attempt)
+        for actor_calls in by_actor.values():
+            actor_calls.sort(key=lambda c: c["sent_s"])
+            for before, after in itertools.pairwise(actor_calls):
+                assert after["sent_s"] >= before["answered_s"] - 1e-3
         # An actor may hold a call no answer acknowledged only if the agent never got
         # an ok for that script call at all (it ran out of time before resending); a
         # call carried out twice (a resend done again) would exceed this.
-        log = run_dir / "locust" / "locust_calls.jsonl"
-        attempts = [json.loads(line) for line in log.open()]
         calls = {(a["actor"], a["call"]) for a in attempts}
         acked = {(a["actor"], a["call"]) for a in attempts if a["ok"]}
         assert run["unacknowledged_updates"] <= len(calls - acked)

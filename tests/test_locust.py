@@ -30,13 +30,13 @@ SLACK_S = 0.25  # Locust's scheduling slack we accept; measured: median ~3 ms, m
 
 CASES = {  # open-loop plans (closed-loop sessions: the test at the end)
     "fixed population, steady": [
-        "workload=agent", "workload.loop=open", "workload.actors=15", "duration_s=25", "seed=3",
+        "workload=agent", "workload.loop=open", "workload.actors=25", "duration_s=14", "seed=3",
         "workload.think_time='lognormal(median=8, sigma=0.5)'",
     ],
     "open population, waves": [
         "workload=agent", "workload.loop=open", "workload.population=open",
-        "workload.session_rate_per_s=0.4",
-        "workload.shape='waves(start_s=5, period_s=8, count=2, size=4)'", "duration_s=25",
+        "workload.session_rate_per_s=0.8",
+        "workload.shape='waves(start_s=3, period_s=5, count=2, size=4)'", "duration_s=14",
         "seed=4", "workload.think_time='lognormal(median=4, sigma=0.5)'",
     ],
 }  # fmt: skip

@@ -274,6 +274,11 @@ async def _run(
             request_timeout_s=deployment.request_timeout_s + 30,
         )
         occupied, cp_calls = window.close()
+        # Requests the agents stopped waiting for are still being carried out: as in the
+        # simulator, the run drains until every request has ended (and is recorded).
+        drain_until = backend.now() + deployment.request_timeout_s + 30
+        while backend.ctl.open_requests and backend.now() < drain_until:
+            await asyncio.sleep(0.05)
         backend.sample()
         rec = backend.records
         n_req, n_act, n_ckpt, n_samples = (
