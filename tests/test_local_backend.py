@@ -94,6 +94,8 @@ def test_request_to_a_suspended_actor_is_held_and_answered(tmp_path):
             assert checkpoint.control_plane_s > 0 and checkpoint.upload_s > 0
             assert checkpoint.checkpoint_s > checkpoint.upload_s
             assert checkpoint.snapshot_bytes > 0
+            # the controller knows the snapshot's size from the checkpoint, not a guess
+            assert h.backend.ctl.actor("c1").snapshot_bytes == checkpoint.snapshot_bytes
             status, _, headers = await h.call("c1")
             assert status == 200 and headers["X-Actormux-Activated"] == "0"
 
