@@ -14,34 +14,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gvisor_harness import free_port, wait_for
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "backends" / "gvisor" / "templates"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def counter() -> Iterator[int]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(TEMPLATES / "counter.py"), str(port)])
+    port = free_port()
+    command = [sys.executable, str(TEMPLATES / "counter.py"), str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for(port, proc, timeout=10)
         yield port
     finally:
         proc.kill()
-        proc.wait()
+        proc.communicate()
 
 
 def post(port: int, request_id: str | None, service_s: float = 0.0) -> dict:
@@ -78,3 +66,9 @@ def test_a_resend_during_the_first_attempt_waits_for_its_answer(counter):
     slow.join()
     assert answers[0]["count"] == 1 and resent == {**answers[0], "duplicate": True}
     assert post(counter, "next")["count"] == 2  # the counter moved once for "slow"
+
+
+def test_an_overlong_request_id_is_refused_and_not_kept(counter):
+    refused = post(counter, "x" * 201)
+    assert refused["error"] == "X-Request-Id longer than 200 characters"
+    assert post(counter, "x" * 200)["count"] == 1  # the refused one was not carried out

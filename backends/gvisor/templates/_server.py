@@ -19,7 +19,7 @@ resends the same id (Agent Executor's reconnect-and-resend) gets the first answe
 again, marked ``"duplicate": true``, without the actor doing it twice; a resend that
 comes while the first is still being done waits for it. The ids and answers are the
 actor's memory, so they survive a checkpoint and restore (the newest
-``KEEP_REQUEST_IDS``).
+``KEEP_REQUEST_IDS``; an id longer than ``MAX_REQUEST_ID`` characters gets 400).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import BinaryIO, NamedTuple
 
 MAX_SERVICE_S = 60.0
 KEEP_REQUEST_IDS = 4096
+MAX_REQUEST_ID = 200  # characters: the ids kept stay under 1 MiB per actor
 MAX_LINE = 8192
 MAX_HEADERS = 100
 MAX_BODY = 64 << 20
@@ -233,6 +234,9 @@ def _dispatch(
     if why is not None:
         return 409, {"error": why, "generation": identity.generation}
     request_id = headers.get("x-request-id", "")
+    if len(request_id) > MAX_REQUEST_ID:
+        return 400, {"error": f"X-Request-Id longer than {MAX_REQUEST_ID} characters",
+                     "generation": identity.generation}  # fmt: skip
     if request.method != "POST" or not request_id:
         status, reply = _carry_out(request, handle)
         return status, {**reply, "generation": identity.generation}
