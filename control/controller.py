@@ -62,6 +62,7 @@ from control.messages import (
     Forward,
     IdleTimer,
     Observed,
+    PrewarmTimer,
     RecoverRequested,
     Reject,
     RequestArrived,
@@ -87,6 +88,7 @@ from control.model import Actor, ActorState, Worker, check_transition
 from control.policies.base import (
     AdmissionDecision,
     AdmissionPolicy,
+    Load,
     PlacementPolicy,
     Refuse,
     SuspensionPolicy,
@@ -167,6 +169,7 @@ class ControllerStats:
     quarantines: int = 0
     corrections: int = 0  # changes made to match observed state
     workers_lost: int = 0
+    prewarms: int = 0  # activations the suspension policy asked for ahead of a request
 
 
 class Controller:
@@ -203,6 +206,7 @@ class Controller:
         # Actors queued for a free worker, FIFO: actor -> (evict for it?, queued since).
         self._waiting: OrderedDict[str, tuple[bool, float]] = OrderedDict()
         self._evict_demand = 0  # waiting actors whose admission asked for eviction
+        self._owner_waiting: dict[str, int] = {}  # owner -> its actors in the queue
         self._freeing = 0  # checkpoints in progress that will return a worker to the pool
         self._cached: dict[str, dict[str, int]] = {}  # actor -> node -> cached version
         self._counts = dict.fromkeys(ActorState, 0)
@@ -340,6 +344,7 @@ class Controller:
             ev.actor,
             ev.template,
             ev.snapshot_bytes,
+            owner=ev.owner,
             snapshot_version=ev.snapshot_version,
             generation=ev.generation,
             last_used=now,
@@ -354,6 +359,7 @@ class Controller:
         if actor is None:
             out.append(Reject(ev.request, ev.actor, 404, "unknown actor"))
             return
+        self.suspension.on_request(actor, now)
         if actor.state is FAILED or (actor.state is SUSPENDING and actor.overdue):
             out.append(Reject(ev.request, actor.id, 503, UNAVAILABLE))
             return
@@ -500,6 +506,10 @@ class Controller:
         worker.quarantined = None
         self._release(worker, now, out)
         self._serve_pending(actor, now, out)
+        if committed is not None and actor.id not in self._pending:
+            at = self.suspension.prewarm_at(actor, now)
+            if at is not None:
+                out.append(SetTimer(PrewarmTimer(actor.id, actor.generation), max(at, now)))
 
     def _on_sandbox_stopped(self, ev: SandboxStopped, now: float, out: list[Command]) -> None:
         op = self._take_op(ev.op, _OpKind.STOP)
@@ -534,6 +544,9 @@ class Controller:
         if isinstance(timer, RetryActivation):
             self._retry_activation(timer, now, out)
             return
+        if isinstance(timer, PrewarmTimer):
+            self._prewarm(timer, now, out)
+            return
         req = self._requests.get(timer.request)
         if req is None or req.phase is not _Phase.PENDING:
             return  # already forwarded or ended: a stale deadline
@@ -544,6 +557,25 @@ class Controller:
             del self._pending[req.actor]
             self._leave_queue(req.actor, now)
         out.append(Reject(req.id, req.actor, 504, "timed out waiting for activation"))
+
+    def _prewarm(self, timer: PrewarmTimer, now: float, out: list[Command]) -> None:
+        """Restore an actor ahead of its next request, on a free worker only: a pre-warm
+        never evicts, queues or overtakes an actor that waits."""
+        actor = self._actors.get(timer.actor)
+        if (
+            actor is None
+            or actor.state is not SUSPENDED
+            or actor.generation != timer.generation
+            or actor.id in self._pending
+            or actor.retry_at is not None
+            or self._waiting
+        ):
+            return  # stale, or requests got there first
+        worker = self._choose(actor)
+        if worker is None:
+            return
+        self.stats.prewarms += 1
+        self._activate(actor, worker, now, out)
 
     def _watch(self, due: float, kind: int, key: int, out: list[Command]) -> None:
         heapq.heappush(self._deadlines, (due, kind, key))
@@ -927,17 +959,27 @@ class Controller:
         for the new request's deadline.
         """
         if actor.id in self._waiting:
-            return self.admission.admit(actor, now)
+            return self.admission.admit(actor, now, self._load(actor, queued=True))
         worker = self._choose(actor)
         if worker is not None:
             self._activate(actor, worker, now, out)
             return None
-        decision = self.admission.admit(actor, now)
+        decision = self.admission.admit(actor, now, self._load(actor, queued=False))
         if isinstance(decision, Wait):
             self._waiting[actor.id] = (decision.evict, now)
             if decision.evict:
                 self._evict_demand += 1
+            if actor.owner:
+                self._owner_waiting[actor.owner] = self._owner_waiting.get(actor.owner, 0) + 1
         return decision
+
+    def _load(self, actor: Actor | None, *, queued: bool) -> Load:
+        """What admission sees: the queue (and ``actor``'s owner's part of it), the pool."""
+        owner = actor.owner if actor is not None else ""
+        waiting = len(self._waiting) - (1 if queued else 0)
+        owner_waiting = self._owner_waiting.get(owner, 0) - (1 if queued and owner else 0)
+        owner_waiting = owner_waiting if owner else 0
+        return Load(waiting, owner_waiting, queued, len(self._workers), self._freeing)
 
     def _serve_pending(self, actor: Actor, now: float, out: list[Command]) -> None:
         """The SUSPENDED ``actor`` has requests waiting and is in no queue: get it a worker."""
@@ -958,6 +1000,13 @@ class Controller:
         evict, since = entry
         if evict:
             self._evict_demand -= 1
+        owner = self._actors[actor_id].owner
+        if owner:
+            left = self._owner_waiting[owner] - 1
+            if left:
+                self._owner_waiting[owner] = left
+            else:
+                del self._owner_waiting[owner]
         for req in self._pending.get(actor_id, ()):
             req.queue_s = now - max(since, req.received_at)
 
@@ -1085,10 +1134,11 @@ class Controller:
             return
         actor.idle_generation += 1
         self._idle[actor.id] = actor
+        # Asked before eviction: a policy learns when the actor went idle either way.
+        at = self.suspension.suspend_at(actor, now)
         self._evict_for_waiters(now, out)
         if actor.id not in self._idle:
             return  # it was just evicted
-        at = self.suspension.suspend_at(actor, now)
         if at is None:
             return
         if at <= now:
@@ -1140,7 +1190,8 @@ class Controller:
         self.placement.add(worker)
         self._pooled.add(worker.id)
         while self._waiting and len(self.placement):
-            actor_id = next(iter(self._waiting))
+            newest = self.admission.serve_newest_first(self._load(None, queued=False))
+            actor_id = next(reversed(self._waiting)) if newest else next(iter(self._waiting))
             self._leave_queue(actor_id, now)
             actor = self._actors[actor_id]
             chosen = self._choose(actor)

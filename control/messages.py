@@ -49,7 +49,15 @@ class RetryActivation(NamedTuple):
     attempt: int
 
 
-Timer = IdleTimer | RequestDeadline | DeadlineSweep | RetryActivation
+class PrewarmTimer(NamedTuple):
+    """Fires when the suspension policy wants the SUSPENDED ``actor`` restored ahead of its
+    next request (stale if it was activated since: its generation moved on)."""
+
+    actor: str
+    generation: int
+
+
+Timer = IdleTimer | RequestDeadline | DeadlineSweep | RetryActivation | PrewarmTimer
 
 # ---------------------------------------------------------------- outcomes
 
@@ -80,7 +88,8 @@ class ActorCreated(NamedTuple):
     start); a positive version registers an actor that already has that snapshot,
     e.g. one known to a restarted control plane or pre-warmed before a measurement.
     ``generation`` is the last activation generation it had (0 for a new actor), so
-    generations keep increasing across restarts of the control plane.
+    generations keep increasing across restarts of the control plane. ``owner`` is who
+    the actor belongs to (a tenant; admission may budget per owner); "" for none.
     """
 
     actor: str
@@ -88,6 +97,7 @@ class ActorCreated(NamedTuple):
     snapshot_bytes: int
     snapshot_version: int = 0
     generation: int = 0
+    owner: str = ""
 
 
 class RequestArrived(NamedTuple):

@@ -158,6 +158,10 @@ SUMMARY_KEYS = (
     "request_latency_s",
     "worker_utilization",
     "control_plane_calls_per_s",
+    "worker_seconds",
+    "snapshot_bytes_moved",
+    "snapshot_bytes_stored",
+    "policy_actions",
     "sim_events",
     "wall_s",
     "reliability",
@@ -194,6 +198,9 @@ def summarize(
     reliability: Mapping[str, int] | None = None,
     warmup_s: float = 0.0,
     versions: Mapping[str, str] | None = None,
+    checkpoints: Table | None = None,
+    policy_actions: Mapping[str, int] | None = None,
+    samples: Table | None = None,
 ) -> dict[str, Any]:
     """The run summary (keys :data:`SUMMARY_KEYS`).
 
@@ -206,10 +213,23 @@ def summarize(
     ``warmup_s``, requests that arrived and activations that started before it are left
     out of the request and activation metrics (the transient of a run that starts
     cold); rates, utilization and counters still cover the whole run.
+
+    ``worker_seconds``: provisioned (the pool: the cost) and occupied (hosting an actor).
+    ``snapshot_bytes_moved``: downloaded by activations that missed their node's cache
+    and uploaded by ``checkpoints`` (after the warm-up, as activations).
+    ``snapshot_bytes_stored``: in the object store, at its peak and at the end (from
+    ``samples``; None without them).
+    ``policy_actions``: what the policies did (evictions, pre-warms).
     """
     if warmup_s > 0:
         requests = _from(requests, "arrival_s", warmup_s)
         activations = _from(activations, "start_s", warmup_s)
+        if checkpoints is not None:
+            checkpoints = _from(checkpoints, "start_s", warmup_s)
+    fetched = ~np.asarray(activations["cache_hit"], dtype=bool) & ~np.asarray(
+        activations["cold"], dtype=bool
+    )
+    uploaded = 0 if checkpoints is None else int(np.sum(checkpoints["snapshot_bytes"]))
     outcome = np.asarray(requests["outcome"])
     ok = outcome == "ok"
     summary: dict[str, Any] = {
@@ -229,6 +249,16 @@ def summarize(
         "request_latency_s": percentiles(np.asarray(requests["total_s"])[ok]),
         "worker_utilization": worker_utilization,
         "control_plane_calls_per_s": control_plane_calls / duration_s if duration_s else None,
+        "worker_seconds": {
+            "provisioned": workers * duration_s,
+            "occupied": worker_utilization * workers * duration_s,
+        },
+        "snapshot_bytes_moved": {
+            "downloaded": int(np.sum(np.asarray(activations["snapshot_bytes"])[fetched])),
+            "uploaded": uploaded,
+        },
+        "snapshot_bytes_stored": _peak_and_end(samples, "snapshot_bytes_stored"),
+        "policy_actions": dict(policy_actions or {}),
         "sim_events": events,
         "wall_s": wall_s,
         "reliability": dict(reliability or {}),
@@ -237,6 +267,13 @@ def summarize(
     }
     assert tuple(summary) == SUMMARY_KEYS
     return summary
+
+
+def _peak_and_end(samples: Table | None, column: str) -> dict[str, int | None]:
+    values = np.asarray(samples[column]) if samples is not None else np.empty(0)
+    if values.size == 0:
+        return {"peak": None, "end": None}
+    return {"peak": int(values.max()), "end": int(values[-1])}
 
 
 def _from(table: Table, column: str, start: float) -> dict[str, Any]:

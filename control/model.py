@@ -55,12 +55,14 @@ class Actor:
     cold); each checkpoint writes version ``snapshot_version + 1``. ``generation``
     counts activations (the fencing token of the newest one). ``failure`` is the last
     thing that went wrong with it, for operators; ``op`` is the operation the
-    controller waits for while it is RESUMING or SUSPENDING.
+    controller waits for while it is RESUMING or SUSPENDING. ``owner`` is the tenant
+    it belongs to ("" for none).
     """
 
     id: str
     template: str
     snapshot_bytes: int
+    owner: str = ""
     state: ActorState = ActorState.SUSPENDED
     worker: str | None = None
     snapshot_version: int = 0

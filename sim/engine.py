@@ -75,10 +75,12 @@ from control.metrics import (
     worker_utilization,
 )
 from control.model import ActorState
+from control.policies import KeepNewest, RetentionPolicy
 from sim.distributions import Sampler
 from sim.faults import FaultModel
 from sim.latency import LatencyModel
 from sim.resources import ByteLru, FluidShare, ServerPool
+from sim.snapshots import StoredSnapshots
 from workloads.base import Workload
 from workloads.sessions import Call, ClientCounts, Scripts, SessionPlayer
 
@@ -102,6 +104,7 @@ class RunResult:
     control_plane_calls: int
     events: int
     reliability: dict[str, int] = field(default_factory=dict)  # fault and recovery counters
+    policy_actions: dict[str, int] = field(default_factory=dict)  # evictions, pre-warms
 
 
 class _Node:
@@ -150,7 +153,8 @@ class Simulation:
     ``workers`` are spread round-robin over ``nodes`` (ids ``w0..``, ``n0..``). With
     ``resume_on_every_request`` the router calls the control plane for every request
     (Agent Substrate); otherwise only for actors that are not running. ``progress``,
-    if given, is called with the simulated time at every sample.
+    if given, is called with the simulated time at every sample. ``retention`` decides
+    which old snapshot versions the object store deletes (default: only the newest kept).
     """
 
     def __init__(
@@ -167,6 +171,7 @@ class Simulation:
         sample_interval_s: float = 1.0,
         progress: Callable[[float], None] | None = None,
         faults: FaultModel | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers: must be >= 1 (got {workers})")
@@ -228,8 +233,7 @@ class Simulation:
         self._idle_timers: dict[str, tuple[IdleTimer, float]] = {}  # actor -> newest, due
         self._idle_wakeups: dict[str, float] = {}  # actor -> when its wake-up is scheduled
         self._last_cp: dict[str, float] = {}  # actor -> control-plane time of its last request
-        self._stored: dict[str, int] = {}  # actor -> bytes in the object store
-        self._stored_bytes = 0
+        self.snapshots = StoredSnapshots(retention or KeepNewest(keep=1))
         self._open = 0
         self._arrivals_done = False
         self._done = self.env.event()
@@ -262,6 +266,8 @@ class Simulation:
         else:
             self.env.process(self._arrivals())
         self.env.process(self._sampler())
+        if self.snapshots.retention.gc_interval_s > 0:
+            self.env.process(self._snapshot_gc())
         if self.faults.worker_loss_per_hour > 0:
             self.env.process(self._worker_losses())
         self.env.run(until=self._done)
@@ -284,6 +290,7 @@ class Simulation:
                 self.controller, self._injected,
                 self._player.counts if self._player is not None else None,
             ),
+            policy_actions=policy_actions(self.controller),
         )  # fmt: skip
 
     def _create(self, index: int) -> None:
@@ -291,10 +298,10 @@ class Simulation:
         pop, actor = self.population, self._ids[index]
         size, version = int(pop.snapshot_bytes[index]), int(pop.snapshot_version[index])
         self._created[index] = 1
-        self._dispatch(ActorCreated(actor, pop.template, size, version))
+        owner = pop.owners[index] if pop.owners is not None else ""
+        self._dispatch(ActorCreated(actor, pop.template, size, version, owner=owner))
         if version:  # in the object store, not yet in any node's cache
-            self._stored[actor] = size
-            self._stored_bytes += size
+            self.snapshots.put(actor, version, size)
 
     def _dispatch(self, event: Event) -> None:
         for cmd in self.controller.handle(event, self.env.now):
@@ -383,6 +390,11 @@ class Simulation:
             if self._progress is not None:
                 self._progress(self.env.now)
             yield self.env.timeout(self.sample_interval_s)
+
+    def _snapshot_gc(self) -> Generator[simpy.Event, Any, None]:
+        while True:
+            yield self.env.timeout(self.snapshots.retention.gc_interval_s)
+            self.snapshots.collect()
 
     def _check_done(self) -> None:
         if self._arrivals_done and self._open == 0 and not self._done.triggered:
@@ -582,8 +594,7 @@ class Simulation:
         upload_from = env.now
         self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
         yield from self._transfer(node, cmd.snapshot_bytes)
-        self._stored_bytes += cmd.snapshot_bytes - self._stored.get(cmd.actor, 0)
-        self._stored[cmd.actor] = cmd.snapshot_bytes
+        self.snapshots.put(cmd.actor, cmd.version, cmd.snapshot_bytes)
         self._checkpoints.append(CheckpointRow.of(
             cmd.actor, cmd.worker, cmd.node, start, snapshot_bytes=cmd.snapshot_bytes,
             control_plane_s=checkpoint_from - start, checkpoint_s=upload_from - checkpoint_from,
@@ -621,7 +632,7 @@ class Simulation:
                 self._open,
                 self.cp.queue_length,
                 self.cp.busy,
-                self._stored_bytes,
+                self.snapshots.bytes,
                 sum(n.cache.used for n in self._nodes.values()),
                 sum(n.link.throughput for n in self._nodes.values()),
             )
@@ -643,6 +654,12 @@ class Simulation:
             "service_s": np.frombuffer(log.service, dtype=np.float64),
             "total_s": np.frombuffer(log.total, dtype=np.float64),
         }
+
+
+def policy_actions(controller: Controller) -> dict[str, int]:
+    """What the policies did on their own: evictions (suspensions to make room) and
+    pre-warms (activations ahead of a request)."""
+    return {"evictions": controller.stats.evictions, "prewarms": controller.stats.prewarms}
 
 
 def reliability_counters(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from controller_kit import MB, activate, make, only
 
 from control.controller import Controller, ProtocolError, RecoverySettings
 from control.messages import (
@@ -55,46 +56,6 @@ from control.policies import (
     RandomPlacement,
     SnapshotLocalityPlacement,
 )
-
-MB = 1 << 20
-
-
-def make(
-    *,
-    placement=None,
-    suspension=None,
-    admission=None,
-    workers=("w0",),
-    actors=("a", "b", "c"),
-    timeout=5.0,
-    nodes=None,
-):
-    # Not `placement or ...`: a placement pool with no free worker has len() 0 and is falsy.
-    ctl = Controller(
-        LruPlacement() if placement is None else placement,
-        AfterEachRequest() if suspension is None else suspension,
-        FailFast() if admission is None else admission,
-        router_timeout_s=timeout,
-    )
-    for i, w in enumerate(workers):
-        ctl.handle(WorkerAdded(w, nodes[i] if nodes else "n0"), 0.0)
-    for a in actors:
-        ctl.handle(ActorCreated(a, "counter", 10 * MB), 0.0)
-    return ctl
-
-
-def only(cmds, kind):
-    found = [c for c in cmds if isinstance(c, kind)]
-    assert len(found) == 1, cmds
-    return found[0]
-
-
-def activate(ctl, request, actor, now, restore_s=0.3):
-    """Send a request to a suspended actor, finish its activation ``restore_s`` later;
-    return the Restore and the Forward."""
-    restore = only(ctl.handle(RequestArrived(request, actor, now), now), Restore)
-    done = now + restore_s
-    return restore, only(ctl.handle(ActivationFinished(restore.op), done), Forward)
 
 
 def test_first_request_cold_starts_then_forwards():

@@ -16,7 +16,8 @@ observed state from its truth. After every step it checks:
 * a checkpoint is only ordered for an actor with no request of its current
   activation in flight, and carries that activation's generation;
 * generations only grow; every Forward goes to the actor's current generation;
-* a queued actor is SUSPENDED and has a request waiting for it;
+* a queued actor is SUSPENDED and has a request waiting for it; a bounded queue
+  (park and retry) holds at most its bound, and per owner at most its budget;
 * no request is ended twice.
 
 At teardown it delivers everything that was not dropped, fires every timer and
@@ -74,17 +75,34 @@ from control.policies import (
     AfterEachRequest,
     EvictThenWait,
     FailFast,
+    GreedyDual,
+    HybridHistogram,
     IdleTimeout,
     Lazy,
     LruPlacement,
+    ParkAndRetry,
+    PredictivePrewarm,
     QueueWithDeadline,
     RandomPlacement,
     SnapshotLocalityPlacement,
 )
 
 PLACEMENTS = [lambda: RandomPlacement(3), LruPlacement, SnapshotLocalityPlacement]
-SUSPENSIONS = [AfterEachRequest, lambda: IdleTimeout(2.0), Lazy]
-ADMISSIONS = [FailFast, lambda: QueueWithDeadline(1.5), lambda: EvictThenWait(3.0)]
+SUSPENSIONS = [
+    AfterEachRequest,
+    lambda: IdleTimeout(2.0),
+    Lazy,
+    lambda: HybridHistogram(ttl_s=1.0, min_samples=1, min_prewarm_s=0.02, first_bin_s=0.01),
+    GreedyDual,
+    lambda: PredictivePrewarm(min_gap_s=0.02, hold_s=1.0, min_history=1),
+]
+ADMISSIONS = [
+    FailFast,
+    lambda: QueueWithDeadline(1.5),
+    lambda: EvictThenWait(3.0),
+    lambda: ParkAndRetry(2.0, max_queue=3, per_caller=1, order="adaptive", lifo_over=0),
+    lambda: ParkAndRetry(2.5, per_caller=1, order="lifo", evict=False),
+]
 ACTORS = [f"a{i}" for i in range(5)]
 NODES = ["n0", "n1"]
 HOLDS_WORKER = {ActorState.RESUMING, ActorState.RUNNING, ActorState.SUSPENDING}
@@ -127,8 +145,9 @@ class ControllerMachine(RuleBasedStateMachine):
         # The driver's truth: what really runs where, and what is really committed.
         self.running: dict[str, tuple[str, int]] = {}  # worker -> (actor, generation)
         self.committed: dict[str, int] = {}  # actor -> newest committed snapshot
-        for actor in ACTORS:
-            self.send(ActorCreated(actor, "t", 1000))
+        for i, actor in enumerate(ACTORS):  # owners o0, o1 alternate; the last has none
+            owner = f"o{i % 2}" if i < len(ACTORS) - 1 else ""
+            self.send(ActorCreated(actor, "t", 1000, owner=owner))
         for _ in range(workers):
             self.add_worker()
 
@@ -437,6 +456,14 @@ class ControllerMachine(RuleBasedStateMachine):
         for actor_id in self.ctl.queue():
             assert self.ctl.actor(actor_id).state is ActorState.SUSPENDED
             assert self.ctl.waiting_requests(actor_id) > 0, f"{actor_id} queued for nothing"
+        policy = self.ctl.admission
+        if isinstance(policy, ParkAndRetry):
+            queue = self.ctl.queue()
+            assert policy.max_queue is None or len(queue) <= policy.max_queue
+            if policy.per_caller is not None:
+                owners = [self.ctl.actor(a).owner for a in queue]
+                for owner in set(owners) - {""}:
+                    assert owners.count(owner) <= policy.per_caller, (owner, queue)
 
     @invariant()
     def operations_match_states(self):

@@ -14,7 +14,7 @@ BASE = {
     "instance": 0, "port": 8000, "admin_port": 8001, "template": "agent",
     "agent_state_mb": 16, "activation_timeout_s": 20, "request_timeout_s": 60,
     "sample_interval_s": 1.0, "max_body_bytes": 1024, "state_dir": "/tmp/x",
-    "observe_interval_s": 2.0, "snapshot_reserve_mb": 64, "keep_snapshots": 2,
+    "observe_interval_s": 2.0, "snapshot_reserve_mb": 64,
     "max_header_bytes": 16384, "header_timeout_s": 10, "body_timeout_s": 30,
     "idle_timeout_s": 60, "max_connections": 1024,
 }  # fmt: skip

@@ -30,6 +30,7 @@ from backends.local.store import (
     write_requests,
 )
 from backends.state import StaleGeneration
+from control.policies import KeepNewest
 
 
 def checkpoint_into(store: SnapshotStore, actor: str, version: int, generation: int,
@@ -75,6 +76,22 @@ def test_old_versions_are_pruned_but_the_previous_one_is_kept(tmp_path):
     assert store.versions("a1") == [3, 4]
     assert not store.path("a1", 2).exists()
     assert store.total_bytes() == 3 + 4
+
+
+def test_the_retention_policy_decides_what_the_store_deletes_and_when(tmp_path):
+    every = SnapshotStore(tmp_path / "all", retention=KeepNewest(keep=None))
+    swept = SnapshotStore(tmp_path / "swept", retention=KeepNewest(keep=1, gc_interval_s=30))
+    for store in (every, swept):
+        for v in range(1, 5):
+            store.commit("a1", v, v, checkpoint_into(store, "a1", v, v, b"s" * v), fence=v)
+        store.commit("b2", 1, 1, checkpoint_into(store, "b2", 1, 1, b"b"), fence=1)
+    assert every.versions("a1") == [1, 2, 3, 4]  # no GC (Substrate #664)
+    assert swept.versions("a1") == [1, 2, 3, 4]  # piled up until the sweep
+    swept.collect()
+    assert swept.versions("a1") == [4] and swept.versions("b2") == [1]
+    assert not swept.path("a1", 3).exists() and swept.total_bytes() == 4 + 1
+    every.collect()
+    assert every.versions("a1") == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(

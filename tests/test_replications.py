@@ -48,7 +48,11 @@ def test_warmup_leaves_the_transient_out_of_request_and_activation_metrics():
         "outcome": np.array(["timeout", "ok", "ok", "ok"]),
         "total_s": np.array([30.0, 9.0, 0.5, 0.7]),
     }
-    activations = {"start_s": np.array([1.0, 55.0]), "total_s": np.array([5.0, 0.3])}
+    activations = {
+        "start_s": np.array([1.0, 55.0]), "total_s": np.array([5.0, 0.3]),
+        "cold": np.array([False, False]), "cache_hit": np.array([False, False]),
+        "snapshot_bytes": np.array([100, 7]),
+    }  # fmt: skip
     common = dict(experiment="x", backend="sim", seed=0, actors=2, workers=1, duration_s=100.0,
                   worker_utilization=0.5, control_plane_calls=10, events=1, wall_s=0.0)  # fmt: skip
     whole = summarize(requests, activations, **common)
@@ -57,6 +61,8 @@ def test_warmup_leaves_the_transient_out_of_request_and_activation_metrics():
     assert (warm["requests"], warm["timed_out"], warm["activations"]) == (2, 0, 1)
     assert warm["activation_latency_s"]["max"] == 0.3 and warm["warmup_s"] == 10.0
     assert warm["control_plane_calls_per_s"] == whole["control_plane_calls_per_s"]
+    assert whole["snapshot_bytes_moved"]["downloaded"] == 107
+    assert warm["snapshot_bytes_moved"]["downloaded"] == 7
 
 
 @pytest.mark.parametrize(

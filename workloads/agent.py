@@ -52,7 +52,7 @@ CONFIG_KEYS = {
     "kind", "name", "population", "actors", "session_rate_per_s", "turns_per_session",
     "calls_per_turn", "call_gap", "service", "think_time", "popularity_zipf", "snapshot_mib",
     "shape", "initial", "template", "window_s", "loop", "client", "long_answer_share",
-    "long_answer",
+    "long_answer", "tenants",
 }  # fmt: skip
 
 
@@ -64,6 +64,20 @@ class _Actors:
     rates: np.ndarray  # relative pace of coming back (Zipf)
     turns_left: np.ndarray  # turns before the session leaves (inf: never)
     last_end: np.ndarray  # when its last turn's last call finished
+
+
+def tenant_owners(count: int, tenants: int, *, by_rank: bool) -> list[str] | None:
+    """Owners ``t0 .. t{tenants-1}`` of ``count`` actors; None without tenants.
+
+    ``by_rank``: in contiguous blocks of popularity rank, so under Zipf popularity
+    tenant t0 owns the busiest actors (a noisy neighbour); else round robin (sessions
+    that arrive over time).
+    """
+    if tenants <= 0:
+        return None
+    if by_rank:
+        return [f"t{i * tenants // count}" for i in range(count)]
+    return [f"t{i % tenants}" for i in range(count)]
 
 
 def zipf_rates(count: int, exponent: float) -> NDArray[np.float64]:
@@ -97,6 +111,7 @@ class AgentWorkload:
         client: ClientPolicy | None = None,
         long_answer_share: float = 0.0,
         long_answer: Distribution | None = None,
+        tenants: int = 0,
     ) -> None:
         if population not in POPULATIONS:
             raise ValueError(f"workload.population: unknown {population!r}; allowed: fixed, open")
@@ -149,6 +164,9 @@ class AgentWorkload:
         self.loop = loop
         self.long_answer_share = long_answer_share
         self.long_answer = long_answer
+        if isinstance(tenants, bool) or not isinstance(tenants, int) or tenants < 0:
+            raise ValueError(f"workload.tenants: must be an integer >= 0 (got {tenants!r})")
+        self.tenants = tenants
         self.client = client or ClientPolicy()
 
     # ------------------------------------------------------------ running
@@ -188,6 +206,7 @@ class AgentWorkload:
             snapshot_version=version,
             created_s=created,
             template=self.template,
+            owners=tenant_owners(n, self.tenants, by_rank=self.population == "fixed"),
         )
         return population, _Actors(first_turn, rates, turns_left, np.full(n, -np.inf))
 
@@ -374,4 +393,5 @@ class AgentWorkload:
             client=ClientPolicy.from_config(cfg.get("client")),
             long_answer_share=number("long_answer_share", 0.0),
             long_answer=dist("long_answer"),
+            tenants=cfg.get("tenants", 0),
         )

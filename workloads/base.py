@@ -39,7 +39,8 @@ class Population:
     ``snapshot_version`` is 0 for an actor that never ran (its first activation is a
     cold start) and 1 for one that already has a snapshot. ``created_s`` is when the
     actor comes into existence: 0 for a population present from the start, the
-    session's arrival for an actor that arrives during the run.
+    session's arrival for an actor that arrives during the run. ``owners`` names each
+    actor's tenant when the workload has tenants (admission may budget per owner).
     """
 
     ids: list[str]
@@ -47,6 +48,7 @@ class Population:
     snapshot_version: NDArray[np.int64]
     created_s: NDArray[np.float64]
     template: str
+    owners: list[str] | None = None  # the tenant each actor belongs to (None: no tenants)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.controlplane import ControlPlane, GoldenImage, MeasuredParts
@@ -71,6 +71,7 @@ from control.messages import (
     WorkerAdded,
 )
 from control.model import ActorState
+from control.policies import KeepNewest, RetentionPolicy
 
 log = logging.getLogger("actormux.local")
 NODE = "n0"  # one machine
@@ -95,7 +96,9 @@ class LocalSettings:
     sample_interval_s: float = 1.0
     observe_interval_s: float = 2.0  # how often observed state is reported
     snapshot_reserve_mb: int = 64  # free space kept beyond a checkpoint's memory
-    keep_snapshots: int = 2  # newest versions kept per actor (the previous one for repair)
+    # which old snapshot versions the store deletes (policy/retention; the previous one
+    # is what a repair falls back to)
+    retention: RetentionPolicy = field(default_factory=lambda: KeepNewest(keep=2))
     runsc: str = "runsc"
     resume_on_every_request: bool = False
     # run each worker through a worker agent process (conf/backend/local.yaml: true;
@@ -150,7 +153,7 @@ class LocalBackend(ControlPlane):
         (settings.runtime_dir / "actor_port").write_text(f"{settings.actor_port}\n")
         for d in (settings.runtime_dir / "bundles", settings.runtime_dir / "logs"):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.store = SnapshotStore(state_dir / "snapshots", keep=settings.keep_snapshots)
+        self.store = SnapshotStore(state_dir / "snapshots", retention=settings.retention)
         self.state = StateDB(state_dir / "state.sqlite")
         await self._before_recovery()
         self.recovery = await recover(
@@ -194,6 +197,9 @@ class LocalBackend(ControlPlane):
             asyncio.create_task(self._every(self.settings.sample_interval_s, self.sample)),
             asyncio.create_task(self._every(self.settings.observe_interval_s, self.observe)),
         ]
+        gc_interval_s = self.settings.retention.gc_interval_s
+        if gc_interval_s > 0:
+            self._loops.append(asyncio.create_task(self._every(gc_interval_s, self._collect)))
 
     async def close(self, *, save: bool = True, timeout_s: float = 120.0) -> None:
         """Stop: with ``save``, checkpoint every running actor first; then tear down.
@@ -216,6 +222,10 @@ class LocalBackend(ControlPlane):
 
     async def _close_workers(self) -> None:
         """Whatever runs the workers stops (nothing to stop when runsc runs in-process)."""
+
+    async def _collect(self) -> None:
+        """A snapshot garbage-collection sweep (policy/retention with gc_interval_s)."""
+        await asyncio.to_thread(self.store.collect)
 
     # ------------------------------------------------------------ actors
 

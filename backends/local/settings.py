@@ -20,6 +20,7 @@ from backends.local.driver import LocalBackend, LocalSettings
 from backends.local.monitor import MonitorProcess
 from backends.local.router import RouterLimits
 from control.controller import Controller
+from control.policies import KeepNewest, RetentionPolicy
 from control.recovery import RecoverySettings
 
 RUN_BASE = Path("/run/actormux")
@@ -107,9 +108,10 @@ def _sizes(cfg: Mapping[str, Any], key: str) -> int | tuple[int, ...]:
 
 def local_config(
     cfg: Mapping[str, Any], *, workers: int, state_dir: Path | None = None,
-    resume_on_every_request: bool = False,
+    resume_on_every_request: bool = False, retention: RetentionPolicy | None = None,
 ) -> LocalConfig:  # fmt: skip
-    """Check the ``backend`` section; ``state_dir`` overrides ``backend.state_dir``."""
+    """Check the ``backend`` section; ``state_dir`` overrides ``backend.state_dir``;
+    ``retention``: which old snapshot versions the store deletes (default: keep 2)."""
     instance = integer(cfg, "instance", 0, MAX_INSTANCE)
     port, admin_port = ports(cfg)
     settings = LocalSettings(
@@ -124,9 +126,9 @@ def local_config(
         sample_interval_s=positive(cfg, "sample_interval_s"),
         observe_interval_s=positive(cfg, "observe_interval_s"),
         snapshot_reserve_mb=integer(cfg, "snapshot_reserve_mb", 0, 1 << 20),
-        keep_snapshots=integer(cfg, "keep_snapshots", 1, 1000),
         resume_on_every_request=resume_on_every_request,
         worker_agents=boolean(cfg, "worker_agents"),
+        retention=retention or KeepNewest(keep=2),
     )
     return LocalConfig(
         settings=settings,

@@ -20,7 +20,8 @@ Commit protocol (:meth:`SnapshotStore.commit`), for version V of generation G:
    temporary file, fsynced, renamed; the directory is fsynced;
 3. the directory is renamed to ``vV`` (refused if ``vV`` exists: versions are
    immutable) and the actor's directory fsynced. This rename is the commit;
-4. versions older than the newest ``keep`` are removed.
+4. old versions the retention policy lets go are removed (by default all but the
+   newest two), at once or in periodic sweeps (:meth:`SnapshotStore.collect`).
 
 After a crash at any instruction, :meth:`SnapshotStore.pending` lists the temporary
 directories: one with ``.complete`` whose generation is still the actor's newest and
@@ -38,6 +39,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,7 @@ from backends import manifest
 from backends.gvisor.names import check_actor_id
 from backends.manifest import MANIFEST, Snapshot, fsync_path, image_files
 from backends.state import StaleGeneration
+from control.policies import KeepNewest, RetentionPolicy
 
 COMPLETE = ".complete"  # written by the checkpoint wrapper iff runsc succeeded
 REQUESTS = ".requests.json"  # written before runsc: the acknowledged requests it holds
@@ -130,14 +133,19 @@ def wait_for_writer(directory: Path, timeout_s: float) -> bool:
 class SnapshotStore:
     """Snapshots under ``root/<actor>/v000001``; an index of them is kept in memory."""
 
-    def __init__(self, root: Path, *, keep: int = 2) -> None:
-        if keep < 1:
-            raise ValueError(f"keep: must be >= 1 (got {keep})")
+    def __init__(
+        self, root: Path, *, keep: int = 2, retention: RetentionPolicy | None = None
+    ) -> None:
+        """``retention`` decides which old versions are deleted (default: all but the
+        newest ``keep``); with a ``gc_interval_s`` they wait for :meth:`collect`."""
+        self.retention = retention or KeepNewest(keep=keep)
         self.root = root
-        self.keep = keep
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
         self._index: dict[str, dict[int, int]] = {}  # actor -> version -> bytes
+        # Commits run in worker threads while a sweep may collect: the index and the
+        # deletions it drives change under this lock.
+        self._lock = threading.RLock()
         for actor_dir in root.iterdir():
             if actor_dir.is_dir() and not actor_dir.name.startswith("."):
                 for version in self._scan(actor_dir.name):
@@ -167,12 +175,14 @@ class SnapshotStore:
 
     def versions(self, actor: str) -> list[int]:
         """Committed versions of ``actor``, oldest first."""
-        return sorted(self._index.get(actor, {}))
+        with self._lock:
+            return sorted(self._index.get(actor, {}))
 
     def latest(self, actor: str) -> int:
         """The newest committed version (0: none)."""
-        versions = self._index.get(actor)
-        return max(versions) if versions else 0
+        with self._lock:
+            versions = self._index.get(actor)
+            return max(versions) if versions else 0
 
     def size(self, actor: str, version: int) -> int:
         """Bytes of one committed snapshot."""
@@ -180,11 +190,13 @@ class SnapshotStore:
 
     def total_bytes(self) -> int:
         """Bytes of all committed snapshots (hard-linked files counted per snapshot)."""
-        return sum(sum(v.values()) for v in self._index.values())
+        with self._lock:
+            return sum(sum(v.values()) for v in self._index.values())
 
     def actors(self) -> list[str]:
         """Actors with at least one committed snapshot."""
-        return sorted(a for a, v in self._index.items() if v)
+        with self._lock:
+            return sorted(a for a, v in self._index.items() if v)
 
     def _read_manifest(self, actor: str, version: int) -> Snapshot | None:
         return self.manifest_in(self.path(actor, version))
@@ -270,8 +282,7 @@ class SnapshotStore:
         self._write_manifest(tmp, snapshot)
         os.rename(tmp, final)  # the commit point
         fsync_path(final.parent)
-        self._index.setdefault(actor, {})[version] = snapshot.bytes
-        self._prune(actor)
+        self._add(actor, version, snapshot.bytes, prune=True)
         return snapshot
 
     def _write_manifest(self, directory: Path, snapshot: Snapshot) -> None:
@@ -291,15 +302,29 @@ class SnapshotStore:
         snapshot = self._read_manifest(actor, version)
         if snapshot is None or (snapshot.actor, snapshot.version) != (actor, version):
             raise SnapshotUnusable(actor, version, "no matching manifest was published", None)
-        self._index.setdefault(actor, {})[version] = snapshot.bytes
-        self._prune(actor)
+        self._add(actor, version, snapshot.bytes, prune=True)
         return snapshot
 
-    def _prune(self, actor: str) -> None:
-        versions = self.versions(actor)
-        for old in versions[: max(0, len(versions) - self.keep)]:
-            del self._index[actor][old]
-            shutil.rmtree(self.path(actor, old), ignore_errors=True)
+    def _add(self, actor: str, version: int, size: int, *, prune: bool) -> None:
+        """Index a committed version; with ``prune`` and no sweeps, delete what the
+        retention policy lets go."""
+        with self._lock:
+            self._index.setdefault(actor, {})[version] = size
+            if prune and self.retention.gc_interval_s == 0:
+                self._delete_old(actor)
+
+    def _delete_old(self, actor: str) -> None:
+        with self._lock:
+            for old in self.retention.to_delete(self.versions(actor)):
+                del self._index[actor][old]
+                shutil.rmtree(self.path(actor, old), ignore_errors=True)
+
+    def collect(self) -> None:
+        """A garbage-collection sweep: delete every actor's versions the retention
+        policy lets go."""
+        with self._lock:
+            for actor in sorted(self._index):
+                self._delete_old(actor)
 
     def abort(self, tmp: Path) -> None:
         """Discard a checkpoint that did not complete (or was fenced)."""
@@ -316,7 +341,7 @@ class SnapshotStore:
         final = self.path(actor, version)
         os.rename(tmp, final)
         fsync_path(final.parent)
-        self._index.setdefault(actor, {})[version] = snapshot.bytes
+        self._add(actor, version, snapshot.bytes, prune=False)
         return snapshot
 
     def seal(self, directory: Path, actor: str) -> Snapshot:
@@ -338,7 +363,8 @@ class SnapshotStore:
             path = self.path(actor, version)
             target = path.parent / f".set-aside-{path.name}-{secrets.token_hex(4)}"
             os.rename(path, target)
-            self._index.get(actor, {}).pop(version, None)
+            with self._lock:
+                self._index.get(actor, {}).pop(version, None)
             moved.append(target)
         if moved:
             fsync_path(self._actor_dir(actor))
@@ -346,7 +372,8 @@ class SnapshotStore:
 
     def drop(self, actor: str) -> None:
         """Remove every snapshot of ``actor``."""
-        self._index.pop(actor, None)
+        with self._lock:
+            self._index.pop(actor, None)
         shutil.rmtree(self._actor_dir(actor), ignore_errors=True)
 
     # ------------------------------------------------------------ after a crash

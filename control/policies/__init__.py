@@ -1,21 +1,26 @@
-"""Pluggable scheduling policies: placement, suspension and admission.
+"""Pluggable scheduling policies: placement, suspension (with keep-alive), admission, and
+the retention of old snapshot versions.
 
 Each policy family is a :class:`typing.Protocol` in :mod:`control.policies.base`;
 Hydra configs under ``conf/policy/`` choose an implementation by ``_target_``.
 """
 
-from control.policies.admission import EvictThenWait, FailFast, QueueWithDeadline
+from control.policies.admission import EvictThenWait, FailFast, ParkAndRetry, QueueWithDeadline
 from control.policies.base import (
     AdmissionDecision,
     AdmissionPolicy,
+    Load,
     PlacementPolicy,
     Refuse,
+    RetentionPolicy,
     SnapshotLocator,
     SuspensionPolicy,
     Wait,
 )
+from control.policies.keepalive import GreedyDual, HybridHistogram, PredictivePrewarm
 from control.policies.placement import LruPlacement, RandomPlacement, SnapshotLocalityPlacement
-from control.policies.suspension import AfterEachRequest, IdleTimeout, Lazy
+from control.policies.retention import KeepNewest
+from control.policies.suspension import AfterEachRequest, IdleTimeout, Lazy, RestoreOnDemand
 
 __all__ = [
     "AdmissionDecision",
@@ -23,13 +28,21 @@ __all__ = [
     "AfterEachRequest",
     "EvictThenWait",
     "FailFast",
+    "GreedyDual",
+    "HybridHistogram",
     "IdleTimeout",
+    "KeepNewest",
     "Lazy",
+    "Load",
     "LruPlacement",
+    "ParkAndRetry",
     "PlacementPolicy",
+    "PredictivePrewarm",
     "QueueWithDeadline",
     "RandomPlacement",
     "Refuse",
+    "RestoreOnDemand",
+    "RetentionPolicy",
     "SnapshotLocalityPlacement",
     "SnapshotLocator",
     "SuspensionPolicy",

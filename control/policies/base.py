@@ -44,7 +44,8 @@ class PlacementPolicy(Protocol):
 
 
 class SuspensionPolicy(Protocol):
-    """Decides when an idle running actor is checkpointed, and whom to evict."""
+    """Decides when an idle running actor is checkpointed, whom to evict, and (keep-alive
+    policies) when a suspended actor is restored ahead of its next request."""
 
     def suspend_at(self, actor: Actor, now: float) -> float | None:
         """When ``actor``, idle since ``now``, should be suspended; None keeps it warm."""
@@ -52,6 +53,15 @@ class SuspensionPolicy(Protocol):
 
     def choose_victim(self, idle: Iterable[Actor]) -> Actor | None:
         """An actor to suspend to free a worker, from idle actors in LRU order."""
+        ...
+
+    def on_request(self, actor: Actor, now: float) -> None:
+        """A request for ``actor`` arrived (keep-alive policies learn idle times here)."""
+        ...
+
+    def prewarm_at(self, actor: Actor, now: float) -> float | None:
+        """``actor`` was just suspended with nobody waiting: when to restore it ahead of
+        its next request (on a free worker only); None: when a request comes."""
         ...
 
 
@@ -75,9 +85,41 @@ class Wait(NamedTuple):
 AdmissionDecision = Refuse | Wait
 
 
-class AdmissionPolicy(Protocol):
-    """Decides what happens to a request whose actor needs a worker when none is free."""
+class Load(NamedTuple):
+    """What admission sees when an actor needs a worker and none is free.
 
-    def admit(self, actor: Actor, now: float) -> AdmissionDecision:
+    ``waiting``: actors already queued for a worker (not counting this one);
+    ``owner_waiting``: how many of those belong to this actor's owner; ``queued``: this
+    actor already holds a place in the queue (another request for it arrived);
+    ``workers``: workers the controller knows (quarantined ones too); ``freeing``: checkpoints
+    under way that will give a worker back.
+    """
+
+    waiting: int
+    owner_waiting: int
+    queued: bool
+    workers: int
+    freeing: int
+
+
+class AdmissionPolicy(Protocol):
+    """Decides what happens to a request whose actor needs a worker when none is free,
+    and which queued actor the next free worker goes to."""
+
+    def admit(self, actor: Actor, now: float, load: Load) -> AdmissionDecision:
         """Refuse the request, or let it wait (optionally evicting idle actors)."""
+        ...
+
+    def serve_newest_first(self, load: Load) -> bool:
+        """True: the next free worker goes to the actor queued last (LIFO), else first."""
+        ...
+
+
+class RetentionPolicy(Protocol):
+    """Decides which old snapshot versions of an actor are deleted, and how often."""
+
+    gc_interval_s: float  # 0: at each commit; > 0: sweeps this many seconds apart
+
+    def to_delete(self, versions: Sequence[int]) -> list[int]:
+        """Of an actor's stored ``versions`` (ascending), those to delete now."""
         ...

@@ -12,7 +12,17 @@ def _least_recently_used(idle: Iterable[Actor]) -> Actor | None:
     return next(iter(idle), None)
 
 
-class AfterEachRequest:
+class RestoreOnDemand:
+    """For policies that learn nothing from requests and never pre-warm."""
+
+    def on_request(self, actor: Actor, now: float) -> None:
+        return None
+
+    def prewarm_at(self, actor: Actor, now: float) -> float | None:
+        return None
+
+
+class AfterEachRequest(RestoreOnDemand):
     """Suspend as soon as the actor has no request in flight (Agent Executor's default)."""
 
     def suspend_at(self, actor: Actor, now: float) -> float | None:
@@ -22,7 +32,7 @@ class AfterEachRequest:
         return _least_recently_used(idle)
 
 
-class IdleTimeout:
+class IdleTimeout(RestoreOnDemand):
     """Suspend an actor after ``ttl_s`` seconds without requests (a TTL; Substrate #424)."""
 
     def __init__(self, ttl_s: float) -> None:
@@ -37,7 +47,7 @@ class IdleTimeout:
         return _least_recently_used(idle)
 
 
-class Lazy:
+class Lazy(RestoreOnDemand):
     """Keep idle actors warm; suspend the least recently used one only when a worker is
     needed (Substrate #707). Pair it with the evict-then-wait admission policy."""
 

@@ -37,6 +37,7 @@ def deployment(
         local = local_config(
             section, workers=spec.workers, state_dir=state_dir,
             resume_on_every_request=spec.resume_on_every_request,
+            retention=spec.make_retention(),
         )  # fmt: skip
         reason = runsc_unusable_reason(local.settings.python)
         if reason:

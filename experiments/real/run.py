@@ -53,7 +53,7 @@ from control.metrics import (
 )
 from experiments.runs.build import RunSpec
 from experiments.runs.runner import RunOutput, simulate, summary_of
-from sim.engine import RunResult, reliability_counters
+from sim.engine import RunResult, policy_actions, reliability_counters
 from workloads.loadtest import LocustRun, run_locust
 from workloads.plan import Plan
 from workloads.sessions import ClientCounts, Scripts
@@ -323,6 +323,7 @@ async def _run(
             reliability=reliability_counters(
                 backend.ctl, {}, ClientCounts(**locust.client) if locust.client else None
             ),
+            policy_actions=policy_actions(backend.ctl),
         )
     finally:
         if monitor is not None:

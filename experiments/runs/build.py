@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from control.controller import Controller, RecoverySettings
-from control.policies import EvictThenWait, Lazy
+from control.policies import EvictThenWait, Lazy, RetentionPolicy
 from sim.faults import FaultModel, faults_from_config
 from sim.latency import LatencyModel, latency_from_config
 from workloads.agent import AgentWorkload
@@ -32,9 +32,13 @@ WORKLOADS: dict[str, Callable[[Mapping[str, Any], Path], Workload]] = {
 }
 POLICY_METHODS = {
     "placement": ("add", "discard", "choose", "__len__"),
-    "suspension": ("suspend_at", "choose_victim"),
-    "admission": ("admit",),
+    "suspension": ("suspend_at", "choose_victim", "on_request", "prewarm_at"),
+    "admission": ("admit", "serve_newest_first"),
+    "retention": ("to_delete", "gc_interval_s"),
 }
+
+
+CONTROLLER_POLICIES = ("placement", "suspension", "admission")  # retention: the drivers'
 
 
 class ConfigError(ValueError):
@@ -71,7 +75,7 @@ class RunSpec:
     def make_controller(self, recovery: RecoverySettings | None = None) -> Controller:
         """A fresh controller with fresh policy instances (policies keep state);
         ``recovery`` replaces the configured deadlines (a real backend adds its own)."""
-        policies = {k: instantiate(v) for k, v in self._policy_cfg.items()}
+        policies = {k: instantiate(self._policy_cfg[k]) for k in CONTROLLER_POLICIES}
         return Controller(
             policies["placement"],
             policies["suspension"],
@@ -79,6 +83,11 @@ class RunSpec:
             router_timeout_s=self.router_timeout_s,
             recovery=recovery or self.recovery,
         )
+
+    def make_retention(self) -> RetentionPolicy:
+        """A fresh snapshot retention policy (the simulator's or a real backend's store)."""
+        retention: RetentionPolicy = instantiate(self._policy_cfg["retention"])
+        return retention
 
 
 def _int(cfg: Mapping[str, Any], key: str, field: str, minimum: int) -> int:

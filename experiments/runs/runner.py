@@ -41,6 +41,9 @@ def summary_of(result: RunResult, spec: RunSpec, *, backend: str, wall_s: float)
         reliability=result.reliability,
         warmup_s=spec.warmup_s,
         versions=package_versions(),
+        checkpoints=result.checkpoints,
+        policy_actions=result.policy_actions,
+        samples=result.samples,
     )
 
 
@@ -58,6 +61,7 @@ def make_simulation(spec: RunSpec, progress: Callable[[float], None] | None = No
         sample_interval_s=spec.sample_interval_s,
         progress=progress,
         faults=spec.faults,
+        retention=spec.make_retention(),
     )
 
 

@@ -1,0 +1,349 @@
+"""Unit tests of the policies beyond the three baseline families: one behaviour each,
+driven through the pure controller (events in, commands out)."""
+
+from __future__ import annotations
+
+import pytest
+from controller_kit import MB, activate, make, only
+
+from control.messages import (
+    ActivationFinished,
+    Checkpoint,
+    CheckpointFinished,
+    Forward,
+    PrewarmTimer,
+    Reject,
+    RequestArrived,
+    RequestFinished,
+    Restore,
+    SetTimer,
+    TimerFired,
+)
+from control.model import Actor
+from control.policies import (
+    EvictThenWait,
+    GreedyDual,
+    HybridHistogram,
+    KeepNewest,
+    Lazy,
+    Load,
+    ParkAndRetry,
+    PredictivePrewarm,
+)
+from experiments.runs.build import build
+from experiments.runs.runner import simulate
+from sim.snapshots import StoredSnapshots
+
+# ------------------------------------------------------------ admission: park and retry
+
+
+def park_three(admission, *, owners=None):
+    """One worker busy with ``a``; requests 2, 3, 4 for b, c, d: their commands."""
+    ctl = make(admission=admission, suspension=Lazy(), actors="abcd", owners=owners)
+    activate(ctl, 1, "a", 1.0)
+    return ctl, [ctl.handle(RequestArrived(r, actor, 2.0), 2.0) for r, actor in
+                 ((2, "b"), (3, "c"), (4, "d"))]  # fmt: skip
+
+
+def test_park_sheds_beyond_its_queue_bound_at_once_and_keeps_what_it_parked():
+    ctl, (b, c, d) = park_three(ParkAndRetry(30.0, max_queue=2))
+    assert only(b, SetTimer).at == 7.0  # parked; the router's 5 s bound the 30 s wait
+    assert only(c, SetTimer)
+    assert d == [Reject(4, "d", 503, "overloaded: the queue for workers is full")]
+    assert ctl.queue() == ["b", "c"]
+    # A second request for a parked actor joins it: the bound counts actors, not requests.
+    assert only(ctl.handle(RequestArrived(5, "b", 2.5), 2.5), SetTimer)
+    assert ctl.waiting_requests("b") == 2
+
+
+def test_park_with_max_queue_zero_sheds_everything_that_would_wait():
+    _, (b, _, _) = park_three(ParkAndRetry(30.0, max_queue=0))
+    assert only(b, Reject).status == 503
+
+
+def test_park_budgets_parked_actors_per_owner_and_exempts_actors_without_one():
+    owners = {"b": "t0", "c": "t0", "d": "t1"}
+    ctl, (b, c, d) = park_three(ParkAndRetry(30.0, per_caller=1), owners=owners)
+    assert only(b, SetTimer) and only(d, SetTimer)
+    assert c == [Reject(3, "c", 429, "owner 't0' has 1 actors parked")]
+    # When b leaves the queue (it got the worker), t0 may park another actor.
+    ckpt = only(ctl.handle(RequestFinished(1), 3.0), Checkpoint)  # a evicted for the queue
+    assert only(ctl.handle(CheckpointFinished(ckpt.op), 3.2), Restore).actor == "b"
+    assert only(ctl.handle(RequestArrived(6, "c", 3.3), 3.3), SetTimer)
+    assert ctl.queue() == ["d", "c"]
+    # No owner, no budget.
+    unowned, (b, c, d) = park_three(ParkAndRetry(30.0, per_caller=1))
+    assert unowned.queue() == ["b", "c", "d"]
+
+
+@pytest.mark.parametrize(
+    ("order", "lifo_over", "first"),
+    [("fifo", None, "b"), ("lifo", None, "d"), ("adaptive", 2, "d"), ("adaptive", 3, "b")],
+)
+def test_park_gives_the_freed_worker_to_the_oldest_or_the_newest_parked_actor(
+    order, lifo_over, first
+):
+    ctl, _ = park_three(ParkAndRetry(30.0, order=order, lifo_over=lifo_over))
+    assert ctl.queue() == ["b", "c", "d"]
+    ckpt = only(ctl.handle(RequestFinished(1), 3.0), Checkpoint)
+    assert only(ctl.handle(CheckpointFinished(ckpt.op), 3.2), Restore).actor == first
+
+
+def test_adaptive_order_turns_lifo_when_more_actors_wait_than_there_are_workers():
+    policy = ParkAndRetry(30.0, order="adaptive")  # lifo_over: the number of workers
+    assert not policy.serve_newest_first(Load(8, 0, False, workers=8, freeing=0))
+    assert policy.serve_newest_first(Load(9, 0, False, workers=8, freeing=0))
+
+
+def test_a_parked_request_ends_with_504_at_its_bound_and_its_actor_leaves_the_queue():
+    ctl, (b, _, _) = park_three(ParkAndRetry(3.0, per_caller=1), owners={"b": "t0"})
+    timer = only(b, SetTimer)
+    assert timer.at == 5.0
+    assert only(ctl.handle(TimerFired(timer.timer), 5.0), Reject).status == 504
+    assert ctl.queue() == ["c", "d"]
+    assert only(ctl.handle(RequestArrived(7, "b", 5.1), 5.1), SetTimer)  # t0's budget is back
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"timeout_s": 5, "max_queue": -1}, "max_queue"),
+        ({"timeout_s": 5, "max_queue": 2.5}, "max_queue"),
+        ({"timeout_s": 5, "per_caller": 0}, "per_caller"),
+        ({"timeout_s": 5, "order": "random"}, "order"),
+        ({"timeout_s": 5, "evict": "yes"}, "evict"),
+        ({"timeout_s": 5, "lifo_over": True}, "lifo_over"),
+    ],
+)
+def test_park_rejects_bad_settings_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        ParkAndRetry(**kwargs)
+
+
+# ------------------------------------------------------------ keep-alive
+
+
+def idle_gaps(policy, actor, gaps, *, start=0.0):
+    """Let ``actor`` go idle and come back after each of ``gaps``; returns the time of
+    the last request (the actor is busy again)."""
+    now = start
+    for gap in gaps:
+        policy.suspend_at(actor, now)
+        now += gap
+        policy.on_request(actor, now)
+    return now
+
+
+def an_actor(actor_id="a", mib=16):
+    return Actor(actor_id, "agent", mib * MB)
+
+
+def test_hybrid_histogram_uses_its_ttl_while_the_histogram_is_thin():
+    policy = HybridHistogram(ttl_s=7.0, min_samples=5)
+    actor = an_actor()
+    now = idle_gaps(policy, actor, [60.0] * 4)
+    assert policy.windows("a") is None
+    assert policy.suspend_at(actor, now + 1) == now + 8.0
+    assert policy.prewarm_at(actor, now + 1.5) is None
+
+
+def test_hybrid_histogram_unloads_at_once_and_prewarms_before_a_long_regular_idle_time():
+    policy = HybridHistogram(min_samples=5, margin=0.1)
+    actor = an_actor()
+    now = idle_gaps(policy, actor, [60.0] * 6)
+    prewarm, keep_alive = policy.windows("a")
+    # Bin edges grow by 1.25: the head is a lower edge below 60 s, the tail an upper one.
+    assert 60 / 1.25 * 0.9 <= prewarm <= 60 * 0.9
+    assert 60 * 1.1 <= keep_alive <= 60 * 1.25 * 1.1
+    assert policy.suspend_at(actor, now) == now  # a long idle time is due: unload now
+    assert policy.prewarm_at(actor, now + 0.5) == pytest.approx(now + prewarm)
+    # Pre-warmed and idle again: kept warm until the keep-alive window ends.
+    assert policy.suspend_at(actor, now + prewarm + 0.4) == pytest.approx(now + keep_alive)
+    assert policy.prewarm_at(actor, now + keep_alive + 0.5) is None  # once per idle time
+
+
+def test_hybrid_histogram_keeps_an_actor_with_short_idle_times_warm_to_the_tail():
+    policy = HybridHistogram(min_samples=5, max_keep_alive_s=600.0)
+    actor = an_actor()
+    now = idle_gaps(policy, actor, [1.0, 1.2, 0.8, 1.5, 2.0, 1.1])
+    prewarm, keep_alive = policy.windows("a")
+    assert prewarm < 5.0 and 2.0 * 1.1 <= keep_alive <= 2.0 * 1.25 * 1.1
+    assert policy.suspend_at(actor, now) == pytest.approx(now + keep_alive)
+    assert policy.prewarm_at(actor, now + keep_alive + 0.3) is None  # evicted: on demand
+
+
+def test_hybrid_histogram_falls_back_to_its_ttl_when_most_idle_times_are_out_of_range():
+    policy = HybridHistogram(ttl_s=3.0, min_samples=3, range_s=100.0)
+    actor = an_actor()
+    now = idle_gaps(policy, actor, [500.0, 500.0, 500.0, 50.0])
+    assert policy.windows("a") is None
+    assert policy.suspend_at(actor, now) == now + 3.0
+
+
+def test_hybrid_histogram_caps_the_keep_alive_window():
+    policy = HybridHistogram(min_samples=3, max_keep_alive_s=30.0, min_prewarm_s=1000.0)
+    actor = an_actor()
+    now = idle_gaps(policy, actor, [100.0] * 4)
+    assert policy.windows("a")[1] == 30.0
+    assert policy.suspend_at(actor, now) == now + 30.0
+
+
+def finish_and_suspend(ctl, request, at):
+    """End ``request`` at ``at``; fire the idle timer if the policy set one; finish the
+    checkpoint 0.2 s later. Returns the commands of the checkpoint's end."""
+    cmds = ctl.handle(RequestFinished(request), at)
+    if not any(isinstance(c, Checkpoint) for c in cmds):
+        timer = only(cmds, SetTimer)
+        at = timer.at
+        cmds = ctl.handle(TimerFired(timer.timer), at)
+    return ctl.handle(CheckpointFinished(only(cmds, Checkpoint).op), at + 0.2)
+
+
+def test_a_prewarm_restores_the_actor_on_a_free_worker_so_its_next_request_is_warm():
+    policy = HybridHistogram(min_samples=3)
+    ctl = make(suspension=policy, workers=("w0", "w1"))
+    now = 0.0
+    for request in range(1, 6):  # a call every ~60 s: learned idle times
+        activate(ctl, request, "a", now)
+        cmds = finish_and_suspend(ctl, request, now + 1.0)
+        now += 61.0
+    timer = only(cmds, SetTimer)
+    assert isinstance(timer.timer, PrewarmTimer)
+    idle_start = now - 61.0 + 1.0
+    assert idle_start + 40 < timer.at < idle_start + 60  # before the next call is due
+    restore = only(ctl.handle(TimerFired(timer.timer), timer.at), Restore)
+    assert ctl.stats.prewarms == 1
+    assert only(ctl.handle(ActivationFinished(restore.op), timer.at + 0.3), SetTimer)  # hold
+    forward = only(ctl.handle(RequestArrived(99, "a", now), now), Forward)
+    assert not forward.activated
+
+
+def test_a_prewarm_never_evicts_queues_or_overtakes_and_a_stale_one_does_nothing():
+    policy = PredictivePrewarm(min_gap_s=10.0)
+    ctl = make(suspension=policy, admission=EvictThenWait(10.0), actors="abc")
+    now = 0.0
+    for request in range(1, 5):
+        activate(ctl, request, "a", now)
+        cmds = finish_and_suspend(ctl, request, now + 0.5)
+        now += 30.0
+    timer = only(cmds, SetTimer).timer
+    assert isinstance(timer, PrewarmTimer)
+    activate(ctl, 10, "b", now - 5.0)  # b holds the only worker; c waits for it
+    assert only(ctl.handle(RequestArrived(11, "c", now - 4.0), now - 4.0), SetTimer)
+    assert ctl.handle(TimerFired(timer), now - 2.0) == []  # no free worker: no pre-warm
+    assert ctl.stats.prewarms == 0 and ctl.queue() == ["c"]
+    # A request for a that comes first makes the timer stale.
+    ctl2 = make(suspension=PredictivePrewarm(min_gap_s=10.0), workers=("w0", "w1"))
+    for request in range(1, 5):
+        activate(ctl2, request, "a", request * 30.0)
+        cmds = finish_and_suspend(ctl2, request, request * 30.0 + 0.5)
+    timer = only(cmds, SetTimer)
+    activate(ctl2, 5, "a", timer.at - 1.0)
+    assert ctl2.handle(TimerFired(timer.timer), timer.at) == []
+    assert ctl2.stats.prewarms == 0
+
+
+def test_greedy_dual_evicts_the_lowest_priority_and_ages_the_rest_by_its_clock():
+    policy = GreedyDual(restore_fixed_s=0.08, restore_s_per_mib=0.00054)
+    hot, cold, big = an_actor("hot"), an_actor("cold"), an_actor("big", mib=512)
+    for _ in range(5):
+        policy.on_request(hot, 0.0)
+    for actor in (cold, big):
+        policy.on_request(actor, 0.0)
+    for actor in (hot, cold, big):
+        assert policy.suspend_at(actor, 1.0) is None  # warm until pressure
+    # Per MiB, the 512 MiB actor's restore is cheapest: evicted first, in LRU order or not.
+    assert policy.choose_victim([hot, cold, big]) is big
+    assert policy.clock == pytest.approx((0.08 + 0.00054 * 512) / 512)
+    assert policy.choose_victim([hot, cold]) is cold
+    assert policy.choose_victim([hot]) is hot
+    # Used once after the clock rose, an actor outranks one that aged since.
+    policy.on_request(cold, 2.0)
+    policy.suspend_at(cold, 2.0)
+    assert policy.priority(cold) > policy.clock
+
+
+def test_greedy_dual_with_a_ttl_also_suspends_idle_actors():
+    assert GreedyDual(ttl_s=30.0).suspend_at(an_actor(), 5.0) == 35.0
+
+
+def test_predictive_prewarm_restores_before_the_median_idle_time_and_holds_short_gaps():
+    policy = PredictivePrewarm(lead_s=1.0, hold_s=5.0, min_gap_s=10.0)
+    regular, bursty = an_actor("regular"), an_actor("bursty")
+    now = idle_gaps(policy, regular, [30.0, 28.0, 400.0])
+    assert policy.predicted_gap("regular") == 30.0
+    assert policy.suspend_at(regular, now) == now
+    assert policy.prewarm_at(regular, now + 0.5) == now + 29.0
+    assert policy.suspend_at(regular, now + 29.5) == now + 35.0  # hold past the request
+    then = idle_gaps(policy, bursty, [1.0, 2.0, 1.5])
+    assert policy.suspend_at(bursty, then) == then + 5.0
+    assert policy.prewarm_at(bursty, then + 5.5) is None
+    fresh = an_actor("fresh")
+    assert policy.suspend_at(fresh, 0.0) == 5.0 and policy.prewarm_at(fresh, 1.0) is None
+
+
+@pytest.mark.parametrize(
+    ("make_policy", "field"),
+    [
+        (lambda: HybridHistogram(ttl_s=-1), "ttl_s"),
+        (lambda: HybridHistogram(head_percentile=101), "head_percentile"),
+        (lambda: HybridHistogram(head_percentile=50, tail_percentile=10), "head_percentile"),
+        (lambda: HybridHistogram(margin=1.0), "margin"),
+        (lambda: HybridHistogram(min_samples=0), "min_samples"),
+        (lambda: HybridHistogram(growth=1.0), "growth"),
+        (lambda: HybridHistogram(range_s=0.05), "range_s"),
+        (lambda: GreedyDual(restore_fixed_s=0, restore_s_per_mib=0), "restore_fixed_s"),
+        (lambda: GreedyDual(ttl_s=float("nan")), "ttl_s"),
+        (lambda: PredictivePrewarm(history=0), "history"),
+        (lambda: PredictivePrewarm(min_gap_s=0), "min_gap_s"),
+    ],
+)
+def test_keep_alive_policies_reject_bad_settings_naming_the_field(make_policy, field):
+    with pytest.raises(ValueError, match=field):
+        make_policy()
+
+
+# ------------------------------------------------------------ snapshot retention
+
+
+def test_keep_newest_deletes_all_but_the_newest_versions_and_keep_all_deletes_nothing():
+    assert KeepNewest(keep=2).to_delete([3, 5, 6, 9]) == [3, 5]
+    assert KeepNewest(keep=2).to_delete([6, 9]) == []
+    assert KeepNewest(keep=None).to_delete(list(range(1, 1604))) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"keep": 0}, "keep"), ({"keep": 1.5}, "keep"), ({"gc_interval_s": -1}, "gc_interval_s")],
+)
+def test_keep_newest_rejects_bad_settings_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        KeepNewest(**kwargs)
+
+
+def test_the_simulated_store_holds_what_retention_keeps_and_sweeps_pile_up_between():
+    at_commit = StoredSnapshots(KeepNewest(keep=2))
+    swept = StoredSnapshots(KeepNewest(keep=1, gc_interval_s=60))
+    for store in (at_commit, swept):
+        for version in range(1, 6):
+            store.put("a", version, 10 * version)
+        store.put("b", 1, 7)
+    assert at_commit.versions("a") == [4, 5] and at_commit.bytes == 40 + 50 + 7
+    assert swept.bytes == 10 + 20 + 30 + 40 + 50 + 7
+    swept.collect()
+    assert swept.versions("a") == [5] and swept.bytes == 50 + 7
+    assert swept.deleted_versions == 4
+
+
+def test_without_gc_the_store_grows_with_every_checkpoint_in_a_simulated_run(compose_cfg):
+    def stored(retention):
+        cfg = compose_cfg("experiment=substrate_nightly", "duration_s=60",
+                          f"policy/retention={retention}")  # fmt: skip
+        output = simulate(build(cfg))
+        return output.summary["snapshot_bytes_stored"], output.summary["snapshot_bytes_moved"]
+
+    (kept_all, moved_all), (kept_two, moved_two) = stored("keep_all"), stored("keep_newest")
+    assert moved_all == moved_two  # retention changes storage, not what runs
+    assert kept_all["end"] > 2 * kept_two["end"]
+    assert kept_all["end"] >= moved_all["uploaded"]  # every upload is still there
