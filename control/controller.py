@@ -63,6 +63,7 @@ from control.messages import (
     IdleTimer,
     Observed,
     PrewarmTimer,
+    ProvisionWorkers,
     RecoverRequested,
     Reject,
     RequestArrived,
@@ -73,6 +74,7 @@ from control.messages import (
     RetireWorker,
     RetryActivation,
     SandboxStopped,
+    ScaleTick,
     SetTimer,
     SnapshotCached,
     SnapshotEvicted,
@@ -88,9 +90,11 @@ from control.model import Actor, ActorState, Worker, check_transition
 from control.policies.base import (
     AdmissionDecision,
     AdmissionPolicy,
+    Demand,
     Load,
     PlacementPolicy,
     Refuse,
+    ScalingPolicy,
     SuspensionPolicy,
     Wait,
 )
@@ -170,6 +174,8 @@ class ControllerStats:
     corrections: int = 0  # changes made to match observed state
     workers_lost: int = 0
     prewarms: int = 0  # activations the suspension policy asked for ahead of a request
+    workers_started: int = 0  # by the scaling policy
+    workers_retired: int = 0  # by the scaling policy
 
 
 class Controller:
@@ -188,6 +194,7 @@ class Controller:
         *,
         router_timeout_s: float,
         recovery: RecoverySettings | None = None,
+        scaling: ScalingPolicy | None = None,
     ) -> None:
         if not router_timeout_s > 0:
             raise ValueError(f"router_timeout_s: must be > 0 (got {router_timeout_s!r})")
@@ -196,6 +203,7 @@ class Controller:
         self.admission = admission
         self.router_timeout_s = float(router_timeout_s)
         self.recovery = recovery or RecoverySettings()
+        self.scaling = scaling
         self.stats = ControllerStats()
 
         self._actors: dict[str, Actor] = {}
@@ -220,6 +228,10 @@ class Controller:
         self._pooled: set[str] = set()  # workers in the placement policy's free pool
         self._deadlines: list[tuple[float, int, int]] = []
         self._sweep_at: float | None = None
+        self._starting = 0  # workers asked for (ProvisionWorkers) that have not joined
+        self._scale_armed = False
+        self._pool_area = 0.0  # integral of the pool (joined and starting) over time
+        self._pool_since = 0.0
 
         self._handlers: dict[type, Callable[[Any, float, list[Command]], None]] = {
             ActorCreated: self._on_actor_created,
@@ -249,12 +261,19 @@ class Controller:
             raise ValueError(f"time went backwards: {now} < {self._now} ({event!r})")
         self._now = now
         self.stats.events += 1
+        self._pool_area += (len(self._workers) + self._starting) * (now - self._pool_since)
+        self._pool_since = now
         out: list[Command] = []
         try:
             handler = self._handlers[type(event)]
         except KeyError:
             raise TypeError(f"not a controller event: {event!r}") from None
         handler(event, now, out)
+        if self.scaling is not None and not self._scale_armed:
+            self._scale_armed = True
+            out.append(
+                SetTimer(ScaleTick(now + self.scaling.interval_s), now + self.scaling.interval_s)
+            )
         return out
 
     def actor(self, actor_id: str) -> Actor | None:
@@ -318,6 +337,16 @@ class Controller:
     def open_requests(self) -> int:
         """Requests received and not yet ended (waiting or forwarded)."""
         return len(self._requests)
+
+    def provisioned_worker_seconds(self, now: float) -> float:
+        """Integral of the pool (workers joined, draining or starting) up to ``now``:
+        what the workers cost."""
+        return self._pool_area + (len(self._workers) + self._starting) * (now - self._pool_since)
+
+    @property
+    def starting_workers(self) -> int:
+        """Workers the scaling policy asked for that have not joined yet."""
+        return self._starting
 
     def occupied_worker_seconds(self, now: float) -> float:
         """Integral of occupied workers over time, from time 0 up to ``now``."""
@@ -547,6 +576,9 @@ class Controller:
         if isinstance(timer, PrewarmTimer):
             self._prewarm(timer, now, out)
             return
+        if isinstance(timer, ScaleTick):
+            self._scale(now, out)
+            return
         req = self._requests.get(timer.request)
         if req is None or req.phase is not _Phase.PENDING:
             return  # already forwarded or ended: a stale deadline
@@ -557,6 +589,48 @@ class Controller:
             del self._pending[req.actor]
             self._leave_queue(req.actor, now)
         out.append(Reject(req.id, req.actor, 504, "timed out waiting for activation"))
+
+    def _scale(self, now: float, out: list[Command]) -> None:
+        """Ask the scaling policy for the pool size; start or retire the difference."""
+        assert self.scaling is not None
+        staying = [w for w in self._workers.values() if not w.draining]
+        idle = len(self._idle)
+        demand = Demand(
+            workers=len(staying) + self._starting, starting=self._starting,
+            busy=self._occupied - idle, idle=idle, waiting=len(self._waiting),
+            free=len(self.placement),
+        )  # fmt: skip
+        target = self.scaling.target(demand, now)
+        if target > demand.workers:
+            count = target - demand.workers
+            self._starting += count
+            self.stats.workers_started += count
+            out.append(ProvisionWorkers(number=count))
+        elif target < demand.workers:
+            for worker in self._surplus(staying, demand.workers - target):
+                self.stats.workers_retired += 1
+                self._on_worker_removed(WorkerRemoved(worker.id), now, out)
+        at = now + self.scaling.interval_s
+        out.append(SetTimer(ScaleTick(at), at))
+
+    def _surplus(self, staying: list[Worker], count: int) -> list[Worker]:
+        """Up to ``count`` workers to retire: free ones first, from the nodes with the
+        fewest workers (machines empty whole; busy nodes keep their caches), newest
+        first; then those hosting the least recently used idle actors."""
+        per_node: dict[str, int] = {}
+        for w in staying:
+            per_node[w.node] = per_node.get(w.node, 0) + 1
+        order = {w.id: i for i, w in enumerate(staying)}
+        free = [w for w in staying if w.id in self._pooled]
+        free.sort(key=lambda w: (per_node[w.node], -order[w.id]))
+        chosen = free[:count]
+        for actor in self._idle.values():
+            if len(chosen) >= count:
+                break
+            host = self._workers[actor.worker] if actor.worker else None
+            if host is not None and not host.draining:
+                chosen.append(host)
+        return chosen
 
     def _prewarm(self, timer: PrewarmTimer, now: float, out: list[Command]) -> None:
         """Restore an actor ahead of its next request, on a free worker only: a pre-warm
@@ -662,6 +736,12 @@ class Controller:
     def _on_worker_added(self, ev: WorkerAdded, now: float, out: list[Command]) -> None:
         if ev.worker in self._workers:
             raise ValueError(f"worker {ev.worker!r} already exists")
+        if ev.provisioned:
+            if self._starting == 0:
+                raise ProtocolError(
+                    f"worker {ev.worker!r} joined as provisioned; none was asked for"
+                )
+            self._starting -= 1
         worker = Worker(ev.worker, ev.node, released_at=now)
         self._workers[worker.id] = worker
         self._release(worker, now, out)

@@ -49,6 +49,12 @@ class RetryActivation(NamedTuple):
     attempt: int
 
 
+class ScaleTick(NamedTuple):
+    """Fires when the scaling policy is consulted again."""
+
+    at: float
+
+
 class PrewarmTimer(NamedTuple):
     """Fires when the suspension policy wants the SUSPENDED ``actor`` restored ahead of its
     next request (stale if it was activated since: its generation moved on)."""
@@ -57,7 +63,7 @@ class PrewarmTimer(NamedTuple):
     generation: int
 
 
-Timer = IdleTimer | RequestDeadline | DeadlineSweep | RetryActivation | PrewarmTimer
+Timer = IdleTimer | RequestDeadline | DeadlineSweep | RetryActivation | PrewarmTimer | ScaleTick
 
 # ---------------------------------------------------------------- outcomes
 
@@ -148,10 +154,12 @@ class TimerFired(NamedTuple):
 
 
 class WorkerAdded(NamedTuple):
-    """A worker slot joined the pool."""
+    """A worker slot joined the pool (``provisioned``: one the controller asked for with
+    :class:`ProvisionWorkers`)."""
 
     worker: str
     node: str
+    provisioned: bool = False
 
 
 class WorkerRemoved(NamedTuple):
@@ -349,6 +357,12 @@ class SetTimer(NamedTuple):
     at: float
 
 
+class ProvisionWorkers(NamedTuple):
+    """Start ``number`` new workers; each joins with ``WorkerAdded(provisioned=True)``."""
+
+    number: int
+
+
 class RetireWorker(NamedTuple):
     """A removed worker is now empty and may be torn down."""
 
@@ -397,6 +411,7 @@ Command = (
     | Abandon
     | SetTimer
     | RetireWorker
+    | ProvisionWorkers
     | DropActor
     | StateLost
     | Correction

@@ -201,6 +201,8 @@ def summarize(
     checkpoints: Table | None = None,
     policy_actions: Mapping[str, int] | None = None,
     samples: Table | None = None,
+    billing: str = "pool",
+    provisioned_s: float | None = None,
 ) -> dict[str, Any]:
     """The run summary (keys :data:`SUMMARY_KEYS`).
 
@@ -214,7 +216,11 @@ def summarize(
     out of the request and activation metrics (the transient of a run that starts
     cold); rates, utilization and counters still cover the whole run.
 
-    ``worker_seconds``: provisioned (the pool: the cost) and occupied (hosting an actor).
+    ``worker_seconds``: provisioned (the pool), occupied (hosting an actor) and billed:
+    what the workers cost, the provisioned pool or, with ``billing="occupied"``
+    (pod-per-actor: a pod exists only while its actor is resumed), the occupied ones.
+    ``provisioned_s``: the pool's integral when it was scaled (default: ``workers`` all
+    along).
     ``snapshot_bytes_moved``: downloaded by activations that missed their node's cache
     and uploaded by ``checkpoints`` (after the warm-up, as activations).
     ``snapshot_bytes_stored``: in the object store, at its peak and at the end (from
@@ -230,6 +236,10 @@ def summarize(
         activations["cold"], dtype=bool
     )
     uploaded = 0 if checkpoints is None else int(np.sum(checkpoints["snapshot_bytes"]))
+    if billing not in ("pool", "occupied"):
+        raise ValueError(f"billing: must be pool or occupied (got {billing!r})")
+    pool_s = workers * duration_s if provisioned_s is None else provisioned_s
+    occupied_s = worker_utilization * pool_s
     outcome = np.asarray(requests["outcome"])
     ok = outcome == "ok"
     summary: dict[str, Any] = {
@@ -250,8 +260,9 @@ def summarize(
         "worker_utilization": worker_utilization,
         "control_plane_calls_per_s": control_plane_calls / duration_s if duration_s else None,
         "worker_seconds": {
-            "provisioned": workers * duration_s,
-            "occupied": worker_utilization * workers * duration_s,
+            "provisioned": pool_s,
+            "occupied": occupied_s,
+            "billed": occupied_s if billing == "occupied" else pool_s,
         },
         "snapshot_bytes_moved": {
             "downloaded": int(np.sum(np.asarray(activations["snapshot_bytes"])[fetched])),

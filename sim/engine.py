@@ -24,6 +24,7 @@ ended (the router timeout bounds that).
 
 from __future__ import annotations
 
+import functools
 from array import array
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,7 @@ from control.messages import (
     Event,
     Forward,
     IdleTimer,
+    ProvisionWorkers,
     Reject,
     RequestArrived,
     RequestFinished,
@@ -105,6 +107,7 @@ class RunResult:
     events: int
     reliability: dict[str, int] = field(default_factory=dict)  # fault and recovery counters
     policy_actions: dict[str, int] = field(default_factory=dict)  # evictions, pre-warms
+    provisioned_worker_s: float | None = None  # with autoscaling: the pool's integral
 
 
 class _Node:
@@ -202,7 +205,8 @@ class Simulation:
 
         # One independent stream per latency component: changing how often one is
         # drawn does not shift the others.
-        streams = np.random.SeedSequence([seed, 0x4C4154]).spawn(6)  # tag "LAT"
+        # (spawn(n) children are the same for any n: adding a stream shifts no other.)
+        streams = np.random.SeedSequence([seed, 0x4C4154]).spawn(7)  # tag "LAT"
 
         def sampler(dist: Any, stream: np.random.SeedSequence) -> Sampler:
             return Sampler(dist, np.random.default_rng(stream))
@@ -212,6 +216,7 @@ class Simulation:
         self._checkpoint_fixed = sampler(latency.checkpoint_fixed, streams[2])
         self._cold_start = sampler(latency.cold_start, streams[3])
         self._first_byte = sampler(latency.transfer_first_byte, streams[4])
+        self._worker_start = sampler(latency.worker_start, streams[6])
         self.cp = ServerPool(self.env, latency.cp_servers, sampler(latency.cp_service, streams[5]))
         self._nodes = {f"n{i}": _Node(self.env, f"n{i}", latency) for i in range(nodes)}
         self._worker_node = {f"w{i}": f"n{i % nodes}" for i in range(workers)}
@@ -237,7 +242,7 @@ class Simulation:
         self._open = 0
         self._arrivals_done = False
         self._done = self.env.event()
-        self._end_snapshot: tuple[float, int] | None = None
+        self._end_snapshot: tuple[float, int, float] | None = None
         self._exec: dict[type, Callable[[Any], object]] = {
             Forward: self._do_forward,
             Reject: self._do_reject,
@@ -246,6 +251,7 @@ class Simulation:
             Checkpoint: lambda cmd: self.env.process(self._do_checkpoint(cmd)),
             StopSandbox: self._do_stop,
             RetireWorker: lambda cmd: None,
+            ProvisionWorkers: self._do_provision,
             DropActor: lambda cmd: None,  # the simulator sends no operator requests
             AdminResult: lambda cmd: None,
             Abandon: lambda cmd: None,  # never: the simulator ends every forward
@@ -274,7 +280,8 @@ class Simulation:
         if self._open:
             raise RuntimeError(f"{self._open} requests never ended")  # pragma: no cover
         assert self._end_snapshot is not None
-        occupied_s, cp_calls = self._end_snapshot
+        occupied_s, cp_calls, provisioned_s = self._end_snapshot
+        scaled = self.controller.scaling is not None
         return RunResult(
             requests=self._request_table(),
             activations=table(ACTIVATION_COLUMNS, self._activations),
@@ -283,7 +290,11 @@ class Simulation:
             actors=len(self._ids),
             workers=self.workers,
             duration_s=self.duration_s,
-            worker_utilization=worker_utilization(occupied_s, self.workers, self.duration_s),
+            worker_utilization=(
+                occupied_s / provisioned_s if scaled and provisioned_s > 0
+                else worker_utilization(occupied_s, self.workers, self.duration_s)
+            ),
+            provisioned_worker_s=provisioned_s if scaled else None,
             control_plane_calls=cp_calls,
             events=self.controller.stats.events,
             reliability=reliability_counters(
@@ -324,6 +335,7 @@ class Simulation:
         self._end_snapshot = (
             self.controller.occupied_worker_seconds(self.env.now),
             self.cp.calls,
+            self.controller.provisioned_worker_seconds(self.env.now),
         )
         self._arrivals_done = True
         self._check_done()
@@ -534,6 +546,20 @@ class Simulation:
         self._worker_node[worker] = node
         self._dispatch(WorkerAdded(worker, node))
 
+    def _do_provision(self, cmd: ProvisionWorkers) -> None:
+        """New workers, round-robin over the nodes, each joining after its start time."""
+        nodes = list(self._nodes)
+        for _ in range(cmd.number):
+            worker = f"w{self._next_worker}"
+            node = nodes[self._next_worker % len(nodes)]
+            self._next_worker += 1
+            self._worker_node[worker] = node
+            joined = functools.partial(self._joined, WorkerAdded(worker, node, provisioned=True))
+            self.env.timeout(self._worker_start()).callbacks.append(joined)
+
+    def _joined(self, event: WorkerAdded, _timeout: simpy.Event) -> None:
+        self._dispatch(event)
+
     def _injected_failure(self, rate: float, kind: str) -> bool:
         if rate <= 0 or self._fault_rng.random() >= rate:
             return False
@@ -657,9 +683,16 @@ class Simulation:
 
 
 def policy_actions(controller: Controller) -> dict[str, int]:
-    """What the policies did on their own: evictions (suspensions to make room) and
-    pre-warms (activations ahead of a request)."""
-    return {"evictions": controller.stats.evictions, "prewarms": controller.stats.prewarms}
+    """What the policies did on their own: evictions (suspensions to make room),
+    pre-warms (activations ahead of a request), workers the scaling policy started and
+    retired."""
+    stats = controller.stats
+    return {
+        "evictions": stats.evictions,
+        "prewarms": stats.prewarms,
+        "workers_started": stats.workers_started,
+        "workers_retired": stats.workers_retired,
+    }
 
 
 def reliability_counters(

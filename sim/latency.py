@@ -13,18 +13,19 @@ measured numbers each profile comes from.
   after a checkpoint) wait ``transfer.first_byte`` then share ``node.link_mib_per_s``;
 * each node caches ``node.cache_mib`` of snapshots (LRU);
 * the control-plane API has ``control_plane.servers`` servers, each call taking
-  ``control_plane.service``.
+  ``control_plane.service``;
+* a worker the scaling policy asks for joins ``worker_start`` later (default 5 s).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sim.distributions import Distribution, from_config
+from sim.distributions import Distribution, Fixed, from_config
 
 MIB = 1 << 20
 
@@ -45,6 +46,7 @@ class LatencyModel:
     cache_bytes: int
     cp_servers: int
     cp_service: Distribution
+    worker_start: Distribution = field(default_factory=lambda: Fixed(5.0))
 
     def restore_work(self, fixed: float, size: int) -> float:
         """Solo CPU seconds to restore a snapshot of ``size`` bytes."""
@@ -103,4 +105,9 @@ def latency_from_config(
         cache_bytes=int(_positive(node, "cache_mib", f"{field}.node", zero_ok=True) * MIB),
         cp_servers=servers,
         cp_service=dist(cp, "service", "control_plane"),
+        worker_start=(
+            from_config(cfg["worker_start"], f"{field}.worker_start", base_dir)
+            if cfg.get("worker_start") is not None
+            else Fixed(5.0)
+        ),
     )

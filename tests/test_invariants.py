@@ -51,6 +51,7 @@ from control.messages import (
     Observed,
     ObservedSandbox,
     ObservedSnapshot,
+    ProvisionWorkers,
     RecoverRequested,
     Reject,
     RequestArrived,
@@ -59,6 +60,7 @@ from control.messages import (
     ResumeRequested,
     RetireWorker,
     SandboxStopped,
+    ScaleTick,
     SetTimer,
     SnapshotCached,
     SnapshotEvicted,
@@ -73,6 +75,7 @@ from control.messages import (
 from control.model import ActorState
 from control.policies import (
     AfterEachRequest,
+    DemandScaler,
     EvictThenWait,
     FailFast,
     GreedyDual,
@@ -103,6 +106,10 @@ ADMISSIONS = [
     lambda: ParkAndRetry(2.0, max_queue=3, per_caller=1, order="adaptive", lifo_over=0),
     lambda: ParkAndRetry(2.5, per_caller=1, order="lifo", evict=False),
 ]
+SCALINGS = [
+    lambda: None,
+    lambda: DemandScaler(max_workers=5, warm_buffer=1, interval_s=1.0, down_delay_s=2.0),
+]
 ACTORS = [f"a{i}" for i in range(5)]
 NODES = ["n0", "n1"]
 HOLDS_WORKER = {ActorState.RESUMING, ActorState.RUNNING, ActorState.SUSPENDING}
@@ -124,11 +131,15 @@ class ControllerMachine(RuleBasedStateMachine):
         suspension=st.sampled_from(SUSPENSIONS),
         admission=st.sampled_from(ADMISSIONS),
         workers=st.integers(1, 4),
+        scaling=st.sampled_from(SCALINGS),
     )
-    def setup(self, placement, suspension, admission, workers):
+    def setup(self, placement, suspension, admission, workers, scaling):
         self.ctl = Controller(
-            placement(), suspension(), admission(), router_timeout_s=4.0, recovery=RECOVERY
-        )
+            placement(), suspension(), admission(), router_timeout_s=4.0, recovery=RECOVERY,
+            scaling=scaling(),
+        )  # fmt: skip
+        self.provisioning = 0  # workers the controller asked for, not joined yet
+        self.tearing_down = False
         self.now = 0.0
         self.request_ids = itertools.count()
         self.worker_ids = itertools.count()
@@ -187,7 +198,11 @@ class ControllerMachine(RuleBasedStateMachine):
             self.end(cmd.request, "abandoned")
             self.forwarded = [f for f in self.forwarded if f.request != cmd.request]
         elif isinstance(cmd, SetTimer):
-            self.timers.append(cmd)
+            if not (self.tearing_down and isinstance(cmd.timer, ScaleTick)):
+                self.timers.append(cmd)  # (the scaler stops at teardown)
+        elif isinstance(cmd, ProvisionWorkers):
+            assert cmd.number > 0
+            self.provisioning += cmd.number
         elif isinstance(cmd, RetireWorker):
             assert self.ctl.worker(cmd.worker) is None
             self.retired.add(cmd.worker)
@@ -394,9 +409,16 @@ class ControllerMachine(RuleBasedStateMachine):
         self.now = max(self.now, cmd.at)
         self.send(TimerFired(cmd.timer))
 
-    def add_worker(self):
+    def add_worker(self, *, provisioned=False):
         wid = f"w{next(self.worker_ids)}"
-        self.send(WorkerAdded(wid, NODES[len(wid) % 2]))
+        self.send(WorkerAdded(wid, NODES[len(wid) % 2], provisioned=provisioned))
+
+    @precondition(lambda self: getattr(self, "provisioning", 0) > 0)
+    @rule()
+    def provisioned_worker_joins(self):
+        """A worker the scaling policy asked for has started and joins."""
+        self.provisioning -= 1
+        self.add_worker(provisioned=True)
 
     @rule(data=st.data(), change=st.sampled_from(["add", "remove", "lose"]))
     def pool_changes(self, data, change):
@@ -466,6 +488,11 @@ class ControllerMachine(RuleBasedStateMachine):
                     assert owners.count(owner) <= policy.per_caller, (owner, queue)
 
     @invariant()
+    def the_controller_waits_for_the_workers_it_asked_for(self):
+        if hasattr(self, "ctl"):
+            assert self.ctl.starting_workers == self.provisioning
+
+    @invariant()
     def operations_match_states(self):
         if not hasattr(self, "ctl"):
             return
@@ -480,6 +507,10 @@ class ControllerMachine(RuleBasedStateMachine):
     def teardown(self):
         if not hasattr(self, "ctl"):
             return
+        self.tearing_down = True
+        self.timers = [t for t in self.timers if not isinstance(t.timer, ScaleTick)]
+        while self.provisioning:
+            self.provisioned_worker_joins()
         for _ in range(10_000):
             if self.forwarded:
                 cmd = self.forwarded.pop(0)

@@ -6,21 +6,28 @@ from __future__ import annotations
 import pytest
 from controller_kit import MB, activate, make, only
 
+from control.controller import ProtocolError
 from control.messages import (
     ActivationFinished,
     Checkpoint,
     CheckpointFinished,
     Forward,
     PrewarmTimer,
+    ProvisionWorkers,
     Reject,
     RequestArrived,
     RequestFinished,
     Restore,
+    RetireWorker,
+    ScaleTick,
     SetTimer,
     TimerFired,
+    WorkerAdded,
 )
 from control.model import Actor
 from control.policies import (
+    Demand,
+    DemandScaler,
     EvictThenWait,
     GreedyDual,
     HybridHistogram,
@@ -30,7 +37,7 @@ from control.policies import (
     ParkAndRetry,
     PredictivePrewarm,
 )
-from experiments.runs.build import build
+from experiments.runs.build import ConfigError, build
 from experiments.runs.runner import simulate
 from sim.snapshots import StoredSnapshots
 
@@ -347,3 +354,114 @@ def test_without_gc_the_store_grows_with_every_checkpoint_in_a_simulated_run(com
     assert moved_all == moved_two  # retention changes storage, not what runs
     assert kept_all["end"] > 2 * kept_two["end"]
     assert kept_all["end"] >= moved_all["uploaded"]  # every upload is still there
+
+
+# ------------------------------------------------------------ scaling
+
+
+def demand(workers, *, busy=0, idle=0, waiting=0, starting=0):
+    return Demand(workers, starting, busy, idle, waiting, max(workers - busy - idle, 0))
+
+
+def test_demand_scaler_scales_up_to_the_demand_at_once():
+    scaler = DemandScaler(warm_buffer=2, max_workers=50)
+    assert scaler.target(demand(8, busy=8, waiting=20), 0.0) == 30  # not to busy + 1
+    assert scaler.target(demand(8, busy=8, waiting=60), 5.0) == 50  # bounded
+    assert DemandScaler(keep_idle=True, warm_buffer=0).wanted(demand(8, busy=3, idle=5)) == 8
+
+
+def test_demand_scaler_scales_down_slowly_after_the_window():
+    scaler = DemandScaler(warm_buffer=1, down_delay_s=60.0, down_step=2, min_workers=2)
+    assert scaler.target(demand(10, busy=9), 0.0) == 10
+    # The burst is over: nothing goes while the last minute's peak still asks for 10.
+    assert scaler.target(demand(10, busy=1), 30.0) == 10
+    assert scaler.target(demand(10, busy=1), 59.0) == 10
+    # Past the window: two at a time, down to what the window still saw.
+    assert scaler.target(demand(10, busy=1), 61.0) == 8
+    assert scaler.target(demand(8, busy=0), 200.0) == 6
+    assert scaler.target(demand(3, busy=0), 300.0) == 2  # min_workers
+
+
+def test_a_scaled_controller_starts_workers_for_its_queue_and_retires_free_ones():
+    scaler = DemandScaler(warm_buffer=0, interval_s=5.0, down_delay_s=0.0, down_step=5)
+    ctl = make(workers=("w0",), admission=EvictThenWait(30.0), actors="abcd", nodes=("n0",))
+    ctl.scaling = scaler
+    # The first event arms the scaler.
+    activate(ctl, 1, "a", 0.0)
+    for r, actor in ((2, "b"), (3, "c"), (4, "d")):
+        ctl.handle(RequestArrived(r, actor, 1.0), 1.0)
+    tick = ScaleTick(5.0)
+    cmds = ctl.handle(TimerFired(tick), 5.0)
+    assert only(cmds, ProvisionWorkers).number == 3  # a busy, b c d waiting: 4 wanted
+    assert ctl.starting_workers == 3 and ctl.stats.workers_started == 3
+    restores = [
+        only(ctl.handle(WorkerAdded(f"w{i + 1}", node, provisioned=True), 6.0), Restore)
+        for i, node in enumerate(("n1", "n1", "n2"))
+    ]
+    assert [r.actor for r in restores] == ["b", "c", "d"]  # the new workers serve the queue
+    for i, restore in enumerate(restores):
+        at = 6.5 + i
+        ctl.handle(ActivationFinished(restore.op), at)
+        ckpt = only(ctl.handle(RequestFinished(i + 2), at + 0.2), Checkpoint)
+        ctl.handle(CheckpointFinished(ckpt.op), at + 0.4)
+    assert ctl.starting_workers == 0
+    with pytest.raises(ProtocolError, match="none was asked for"):
+        ctl.handle(WorkerAdded("w9", "n0", provisioned=True), 9.0)
+    ctl.handle(CheckpointFinished(only(ctl.handle(RequestFinished(1), 9.0), Checkpoint).op), 9.1)
+    # Nothing busy or waiting: the next decision retires all but min_workers (1).
+    cmds = ctl.handle(TimerFired(ScaleTick(10.0)), 10.0)
+    assert len([c for c in cmds if isinstance(c, RetireWorker)]) == 3
+    assert len(ctl.workers()) == 1 and ctl.stats.workers_retired == 3
+    # The pool's cost: 1 worker from 0 to 5 s, 4 (joined or starting) from 5 to 10 s.
+    assert ctl.provisioned_worker_seconds(10.0) == pytest.approx(1 * 5.0 + 4 * 5.0)
+    assert ctl.provisioned_worker_seconds(12.0) == pytest.approx(25.0 + 1 * 2.0)
+
+
+def test_scale_down_takes_free_workers_from_the_emptiest_node_then_idle_actors():
+    ctl = make(workers=("w0", "w1", "w2", "w3"), nodes=("n0", "n0", "n0", "n1"),
+               suspension=Lazy(), admission=EvictThenWait(10.0))  # fmt: skip
+    ctl.scaling = DemandScaler(warm_buffer=0, min_workers=0, down_delay_s=0.0, down_step=4)
+    activate(ctl, 1, "a", 0.0)  # on w0 (LRU placement): busy, then idle and kept warm
+    ctl.handle(RequestFinished(1), 1.0)
+    cmds = ctl.handle(TimerFired(ScaleTick(5.0)), 5.0)
+    retired = [c.worker for c in cmds if isinstance(c, RetireWorker)]
+    assert retired[0] == "w3"  # the lone worker of node n1 first: the machine empties
+    assert set(retired) == {"w1", "w2", "w3"}
+    assert only(cmds, Checkpoint).actor == "a"  # its worker drains: the actor is saved
+    assert ctl.stats.workers_retired == 4 and ctl.worker("w0").draining
+
+
+def test_a_simulated_autoscaled_run_bills_the_pool_it_really_had(compose_cfg):
+    cfg = compose_cfg("experiment=oversub_250_on_8", "duration_s=120", "policy/scaling=demand")
+    summary = simulate(build(cfg)).summary
+    seconds, actions = summary["worker_seconds"], summary["policy_actions"]
+    assert actions["workers_started"] > 0
+    assert seconds["provisioned"] != 8 * 120 and seconds["billed"] == seconds["provisioned"]
+    assert summary["worker_utilization"] == pytest.approx(
+        seconds["occupied"] / seconds["provisioned"]
+    )
+
+
+def test_pod_per_actor_gives_every_actor_a_worker_and_bills_only_occupied_ones(compose_cfg):
+    cfg = compose_cfg("experiment=oversub_250_on_8", "duration_s=60", "cluster=pod_per_actor",
+                      "latency=pod_e2b", "workload.actors=40")  # fmt: skip
+    spec = build(cfg)
+    assert (spec.workers, spec.nodes, spec.billing) == (40, 40, "occupied")
+    summary = simulate(spec).summary
+    seconds = summary["worker_seconds"]
+    assert seconds["billed"] == seconds["occupied"] < seconds["provisioned"]
+    assert summary["timed_out"] == summary["rejected"] == 0  # a worker is always there
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["policy/scaling=demand", "backend=local"], "simulator only"),
+        (["cluster=pod_per_actor", "backend=local"], "simulated baseline"),
+        (["cluster.mode=elastic"], "cluster.mode: unknown"),
+        (["policy/scaling=demand", "policy.scaling.min_workers=-1"], "min_workers"),
+    ],
+)
+def test_scaling_and_cluster_modes_refuse_what_they_cannot_do(compose_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build(compose_cfg("experiment=oversub_250_on_8", *overrides))

@@ -1,5 +1,5 @@
-"""Pluggable scheduling policies: placement, suspension (with keep-alive), admission, and
-the retention of old snapshot versions.
+"""Pluggable scheduling policies: placement, suspension (with keep-alive), admission,
+scaling of the worker pool, and the retention of old snapshot versions.
 
 Each policy family is a :class:`typing.Protocol` in :mod:`control.policies.base`;
 Hydra configs under ``conf/policy/`` choose an implementation by ``_target_``.
@@ -9,10 +9,12 @@ from control.policies.admission import EvictThenWait, FailFast, ParkAndRetry, Qu
 from control.policies.base import (
     AdmissionDecision,
     AdmissionPolicy,
+    Demand,
     Load,
     PlacementPolicy,
     Refuse,
     RetentionPolicy,
+    ScalingPolicy,
     SnapshotLocator,
     SuspensionPolicy,
     Wait,
@@ -20,12 +22,15 @@ from control.policies.base import (
 from control.policies.keepalive import GreedyDual, HybridHistogram, PredictivePrewarm
 from control.policies.placement import LruPlacement, RandomPlacement, SnapshotLocalityPlacement
 from control.policies.retention import KeepNewest
+from control.policies.scaling import DemandScaler
 from control.policies.suspension import AfterEachRequest, IdleTimeout, Lazy, RestoreOnDemand
 
 __all__ = [
     "AdmissionDecision",
     "AdmissionPolicy",
     "AfterEachRequest",
+    "Demand",
+    "DemandScaler",
     "EvictThenWait",
     "FailFast",
     "GreedyDual",
@@ -43,6 +48,7 @@ __all__ = [
     "Refuse",
     "RestoreOnDemand",
     "RetentionPolicy",
+    "ScalingPolicy",
     "SnapshotLocalityPlacement",
     "SnapshotLocator",
     "SuspensionPolicy",

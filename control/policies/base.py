@@ -123,3 +123,30 @@ class RetentionPolicy(Protocol):
     def to_delete(self, versions: Sequence[int]) -> list[int]:
         """Of an actor's stored ``versions`` (ascending), those to delete now."""
         ...
+
+
+class Demand(NamedTuple):
+    """What the pool is asked for, when the scaling policy is consulted.
+
+    ``workers``: in the pool, joined or starting; ``starting``: of those, not joined yet;
+    ``busy``: hosting an actor that is resuming, serving or suspending; ``idle``:
+    hosting a warm actor with nothing to do (it could give its worker back);
+    ``waiting``: actors queued for a worker; ``free``: workers with no actor.
+    """
+
+    workers: int
+    starting: int
+    busy: int
+    idle: int
+    waiting: int
+    free: int
+
+
+class ScalingPolicy(Protocol):
+    """Decides how many workers the pool should have, every ``interval_s`` seconds."""
+
+    interval_s: float
+
+    def target(self, demand: Demand, now: float) -> int:
+        """The pool size to have now (workers joined or starting)."""
+        ...

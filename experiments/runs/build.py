@@ -25,6 +25,7 @@ from workloads.base import Workload
 from workloads.trace import TraceWorkload
 
 BACKENDS = ("sim", "local", "kind", "gke")
+CLUSTER_MODES = ("pool", "pod_per_actor")
 MAX_REPLICATIONS = 1000
 WORKLOADS: dict[str, Callable[[Mapping[str, Any], Path], Workload]] = {
     "agent": AgentWorkload.from_config,
@@ -35,7 +36,9 @@ POLICY_METHODS = {
     "suspension": ("suspend_at", "choose_victim", "on_request", "prewarm_at"),
     "admission": ("admit", "serve_newest_first"),
     "retention": ("to_delete", "gc_interval_s"),
+    "scaling": ("target", "interval_s"),
 }
+REQUIRED_POLICIES = ("placement", "suspension", "admission", "retention")  # scaling: optional
 
 
 CONTROLLER_POLICIES = ("placement", "suspension", "admission")  # retention: the drivers'
@@ -70,18 +73,21 @@ class RunSpec:
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     faults: FaultModel = field(default_factory=FaultModel)
     warmup_s: float = 0.0  # requests and activations before it are left out of the metrics
+    billing: str = "pool"  # worker_seconds.billed: "pool" (provisioned) or "occupied"
     replications: int = 1  # seeds seed .. seed + replications - 1 (experiments/runs/replicate.py)
 
     def make_controller(self, recovery: RecoverySettings | None = None) -> Controller:
         """A fresh controller with fresh policy instances (policies keep state);
         ``recovery`` replaces the configured deadlines (a real backend adds its own)."""
         policies = {k: instantiate(self._policy_cfg[k]) for k in CONTROLLER_POLICIES}
+        scaling = self._policy_cfg.get("scaling")
         return Controller(
             policies["placement"],
             policies["suspension"],
             policies["admission"],
             router_timeout_s=self.router_timeout_s,
             recovery=recovery or self.recovery,
+            scaling=instantiate(scaling) if scaling is not None else None,
         )
 
     def make_retention(self) -> RetentionPolicy:
@@ -156,10 +162,14 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
     seed = _int(raw, "seed", "seed", 0)
     duration_s = _float(raw, "duration_s", "duration_s")
     cluster = _section(raw, "cluster")
-    workers = _int(cluster, "workers", "cluster.workers", 1)
-    nodes = _int(cluster, "nodes", "cluster.nodes", 1)
-    if nodes > workers:
-        raise ConfigError(f"cluster.nodes: must be <= cluster.workers={workers} (got {nodes})")
+    mode = cluster.get("mode", "pool")
+    if mode not in CLUSTER_MODES:
+        raise ConfigError(f"cluster.mode: unknown {mode!r}; allowed: {', '.join(CLUSTER_MODES)}")
+    if mode == "pool":
+        workers = _int(cluster, "workers", "cluster.workers", 1)
+        nodes = _int(cluster, "nodes", "cluster.nodes", 1)
+        if nodes > workers:
+            raise ConfigError(f"cluster.nodes: must be <= cluster.workers={workers} (got {nodes})")
 
     router = _section(raw, "router")
     timeout_s = _float(router, "timeout_s", "router.timeout_s")
@@ -172,7 +182,13 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
     if unknown:
         raise ConfigError(f"policy: unknown {sorted(unknown)}; allowed: {sorted(POLICY_METHODS)}")
     names, instances = {}, {}
-    for kind in POLICY_METHODS:
+    scaling_cfg = policy.get("scaling") or None  # none.yaml: empty, no autoscaling
+    if scaling_cfg is not None:
+        names["scaling"], instances["scaling"] = _policy("scaling", scaling_cfg)
+        if backend_name != "sim":
+            raise ConfigError("policy.scaling: autoscaling runs in the simulator only for now "
+                              "(use policy/scaling=none with a real backend)")  # fmt: skip
+    for kind in REQUIRED_POLICIES:
         if kind not in policy:
             raise ConfigError(f"policy.{kind}: missing (choose with policy/{kind}=NAME)")
         names[kind], instances[kind] = _policy(kind, policy[kind])
@@ -197,6 +213,12 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
     except ValueError as e:
         raise ConfigError(str(e)) from None
     recovery = recovery_from_config(raw.get("recovery"))
+    if mode == "pod_per_actor":  # a pod and a node per actor, billed while it exists
+        if getattr(workload, "population", "fixed") != "fixed" or not hasattr(workload, "actors"):
+            raise ConfigError("cluster.mode: pod_per_actor needs a fixed population of actors")
+        if backend_name != "sim":
+            raise ConfigError("cluster.mode: pod_per_actor is a simulated baseline (backend=sim)")
+        workers = nodes = int(workload.actors)
 
     sample_interval_s = _float(backend, "sample_interval_s", "backend.sample_interval_s")
     warmup_s = raw.get("warmup_s", 0)
@@ -229,11 +251,13 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
         progress=None if progress == "auto" else bool(progress),
         config=raw,
         warnings=tuple(warnings),
-        _policy_cfg={k: policy[k] for k in POLICY_METHODS},
+        _policy_cfg={k: policy[k] for k in REQUIRED_POLICIES}
+        | ({"scaling": scaling_cfg} if scaling_cfg is not None else {}),
         recovery=recovery,
         faults=faults,
         warmup_s=float(warmup_s),
         replications=replications,
+        billing="occupied" if mode == "pod_per_actor" else "pool",
     )
 
 

@@ -24,7 +24,7 @@ REPLICATED = (
     "activation_latency_s.p50", "activation_latency_s.p99",
     "request_latency_s.p50", "request_latency_s.p99",
     "worker_utilization", "control_plane_calls_per_s",
-    "worker_seconds.provisioned", "worker_seconds.occupied",
+    "worker_seconds.provisioned", "worker_seconds.occupied", "worker_seconds.billed",
     "snapshot_bytes_moved.downloaded", "snapshot_bytes_moved.uploaded",
     "snapshot_bytes_stored.peak",
 )  # fmt: skip

@@ -44,6 +44,8 @@ def summary_of(result: RunResult, spec: RunSpec, *, backend: str, wall_s: float)
         checkpoints=result.checkpoints,
         policy_actions=result.policy_actions,
         samples=result.samples,
+        billing=spec.billing,
+        provisioned_s=result.provisioned_worker_s,
     )
 
 
