@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from backends.local.settings import LocalConfig
 from experiments.analysis.report import format_summary, side_by_side, write_run
@@ -47,6 +47,9 @@ def run_experiment(cfg: DictConfig) -> None:
     if spec.backend != "sim":
         run_real(cfg, spec, out_dir)
         return
+    if cfg.get("evaluation") is not None:
+        run_evaluation(cfg, spec, out_dir)
+        return
     output = simulate(spec)
     sections: tuple[str, ...] = ()
     if spec.replications > 1:
@@ -65,6 +68,33 @@ def run_experiment(cfg: DictConfig) -> None:
     if sections:
         print()
         print(sections[0])
+    print(f"report: {report}")
+
+
+def run_evaluation(cfg: DictConfig, spec: RunSpec, out_dir: Path) -> None:
+    """``experiment=policy_eval``: the grid of policies x workloads x scales, simulated
+    with replications; its table, Pareto plot and report in the run dir."""
+    from experiments.analysis.policy_report import write
+    from experiments.runs.evaluate import EvaluationError, run, settings_of
+
+    section = OmegaConf.to_container(cfg.evaluation, resolve=True)
+    try:
+        settings = settings_of(section, seed=spec.seed, duration_s=spec.duration_s,  # type: ignore[arg-type]
+                               warmup_s=spec.warmup_s)  # fmt: skip
+    except EvaluationError as e:
+        exit_bad_config(e)
+    if spec.replications > 1:
+        exit_bad_config(ValueError("replications: the evaluation has its own "
+                                   "(evaluation.replications)"))  # fmt: skip
+    print(f"policy_eval: {len(settings.cells)} cells x {settings.replications} seeds, "
+          f"{settings.jobs} at a time", file=sys.stderr)  # fmt: skip
+    rows = list(run(settings))
+    report = write(rows, out_dir, reference=settings.reference,
+                   slo_p99_s=settings.slo_activation_p99_s,
+                   slo_failed=settings.slo_max_failed_fraction, question=spec.question,
+                   workloads=list(dict.fromkeys(c.workload for c in settings.cells)),
+                   policies=list(dict.fromkeys(c.policy for c in settings.cells)))  # fmt: skip
+    print(report.read_text())
     print(f"report: {report}")
 
 

@@ -33,7 +33,7 @@ from gvisor_harness import (
 
 from backends.gvisor.names import BadActorId, WorkerNames, actor_from_host, check_actor_id
 from backends.local.cleanup import leftovers
-from control.policies import IdleTimeout
+from control.policies import IdleTimeout, KeepNewest, PredictivePrewarm
 
 pytestmark = pytest.mark.usefixtures("gvisor")
 
@@ -224,6 +224,31 @@ def test_idle_timeout_suspends_through_the_real_backend(tmp_path):
                 assert time.monotonic() < deadline, "the idle timer never suspended it"
                 await asyncio.sleep(0.05)
             assert h.backend.store.versions("c1") == [1]
+
+    asyncio.run(body())
+
+
+def test_a_prewarm_restores_an_actor_before_its_next_call_and_retention_keeps_one(tmp_path):
+    """Keep-alive through the real backend: the policy learns an idle time of ~3 s,
+    suspends the actor as it goes idle and has it restored before the next call is
+    due, which then finds it running; the store keeps only the newest snapshot."""
+
+    async def body():
+        policy = PredictivePrewarm(min_history=1, min_gap_s=1.0, lead_s=1.0, hold_s=30.0)
+        async with harness(tmp_path, suspension=policy, retention=KeepNewest(keep=1)) as h:
+            h.backend.create_actor("c1", "counter")
+            await h.call("c1")
+            await asyncio.sleep(3.0)
+            await h.call("c1")  # an idle time of ~3 s on record: suspend, pre-warm
+            deadline = time.monotonic() + 15
+            while h.backend.ctl.stats.prewarms == 0 or not h.backend.ctl.is_running("c1"):
+                assert time.monotonic() < deadline, "the actor was never pre-warmed"
+                await asyncio.sleep(0.05)
+            status, data, headers = await h.call("c1")
+            assert status == 200 and json.loads(data)["count"] == 3  # no state lost
+            assert headers["X-Actormux-Activated"] == "0"  # it was running already
+            assert h.backend.ctl.stats.prewarms == 1
+            assert len(h.backend.store.versions("c1")) == 1
 
     asyncio.run(body())
 
