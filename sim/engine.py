@@ -578,11 +578,14 @@ class Simulation:
                 self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
         download_s = env.now - start
         restored_from = env.now
+        deferred = 0.0
         if cmd.cold:
             work = self._cold_start()
         else:
-            work = self.latency.restore_work(self._restore_fixed(), cmd.snapshot_bytes)
+            work, deferred = self.latency.restore_split(self._restore_fixed(), cmd.snapshot_bytes)
         yield node.cpu.run(work)
+        if deferred > 0:  # a lazy restore: the rest of the pages load in the background
+            node.cpu.run(deferred)
         ready = self._ready()
         if ready > 0:
             yield env.timeout(ready)

@@ -4,7 +4,10 @@ Times are seconds; sizes in config are MiB. See ``conf/latency/*.yaml`` for the
 measured numbers each profile comes from.
 
 * restore   = ``restore.fixed`` + size / ``restore.mib_per_s`` of node CPU work, then
-  ``restore.ready`` of waiting (readiness probe, bundle prep; no CPU);
+  ``restore.ready`` of waiting (readiness probe, bundle prep; no CPU); with
+  ``restore.lazy_fraction`` f (a lazy restore: ``runsc restore --background`` in newer
+  gVisor) a share f of the size-dependent work is done after the actor answers, in
+  the background on the node's CPU (page faults that slow the actor are not modeled);
 * checkpoint = ``checkpoint.fixed`` + size / ``checkpoint.mib_per_s`` of node CPU work;
 * cold start = ``cold_start`` of node CPU work (template, no snapshot);
 * CPU work on one node is shared: ``node.cpu_parallelism`` units of work per second,
@@ -47,10 +50,17 @@ class LatencyModel:
     cp_servers: int
     cp_service: Distribution
     worker_start: Distribution = field(default_factory=lambda: Fixed(5.0))
+    restore_lazy_fraction: float = 0.0  # of the size-dependent work, loaded after ready
 
     def restore_work(self, fixed: float, size: int) -> float:
-        """Solo CPU seconds to restore a snapshot of ``size`` bytes."""
+        """Solo CPU seconds to restore a snapshot of ``size`` bytes (all of it)."""
         return fixed + size / self.restore_bytes_per_s
+
+    def restore_split(self, fixed: float, size: int) -> tuple[float, float]:
+        """A restore's CPU work before the actor answers, and after (pages a lazy
+        restore loads in the background, competing for the node's CPU)."""
+        deferred = self.restore_lazy_fraction * size / self.restore_bytes_per_s
+        return self.restore_work(fixed, size) - deferred, deferred
 
     def checkpoint_work(self, fixed: float, size: int) -> float:
         """Solo CPU seconds to checkpoint ``size`` bytes of actor state."""
@@ -71,6 +81,13 @@ def _positive(cfg: Mapping[str, Any], key: str, field: str, *, zero_ok: bool = F
     if value < 0 or (value == 0 and not zero_ok):
         bound = ">= 0" if zero_ok else "> 0"
         raise ValueError(f"{field}.{key}: must be {bound} (got {value})")
+    return float(value)
+
+
+def _fraction(cfg: Mapping[str, Any], key: str, field: str) -> float:
+    value = cfg.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{field}.{key}: must be a number from 0 to 1 (got {value!r})")
     return float(value)
 
 
@@ -105,6 +122,7 @@ def latency_from_config(
         cache_bytes=int(_positive(node, "cache_mib", f"{field}.node", zero_ok=True) * MIB),
         cp_servers=servers,
         cp_service=dist(cp, "service", "control_plane"),
+        restore_lazy_fraction=_fraction(restore, "lazy_fraction", f"{field}.restore"),
         worker_start=(
             from_config(cfg["worker_start"], f"{field}.worker_start", base_dir)
             if cfg.get("worker_start") is not None

@@ -12,6 +12,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Mark ``real`` every test that uses real gVisor sandboxes (the ``gvisor`` fixture),
+    besides the modules that mark themselves (servers, Locust): ``make pytest`` runs
+    the others on both cores (pytest-xdist), then these one at a time, as their timing
+    and their fixed backend instance need."""
+    for item in items:
+        if "gvisor" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real)
+
+
 @pytest.fixture
 def compose_cfg():
     """Compose ``conf/config.yaml`` with overrides; progress bars off."""

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from gvisor_harness import free_port, wait_for
 
+pytestmark = pytest.mark.real  # starts servers or processes: run one at a time
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "backends" / "gvisor" / "templates"
 
 

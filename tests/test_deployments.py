@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 
 from backends.kube.settings import kube_config
 
+pytestmark = pytest.mark.real  # starts servers or processes: run one at a time
+
 ROOT = Path(__file__).resolve().parent.parent
 ACTORMUX = str(Path(sys.executable).parent / "actormux")
 

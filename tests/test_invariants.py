@@ -81,6 +81,7 @@ from control.policies import (
     GreedyDual,
     HybridHistogram,
     IdleTimeout,
+    KeepRunning,
     Lazy,
     LruPlacement,
     ParkAndRetry,
@@ -98,6 +99,7 @@ SUSPENSIONS = [
     lambda: HybridHistogram(ttl_s=1.0, min_samples=1, min_prewarm_s=0.02, first_bin_s=0.01),
     GreedyDual,
     lambda: PredictivePrewarm(min_gap_s=0.02, hold_s=1.0, min_history=1),
+    lambda: KeepRunning(AfterEachRequest(), count=2),
 ]
 ADMISSIONS = [
     FailFast,

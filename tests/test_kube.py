@@ -19,6 +19,8 @@ from backends.kube.pool import AGENT_PORT_ANNOTATION, Change, PodPool, PoolSetti
 from backends.state import Deposed
 from backends.state.redis_state import RedisState
 
+pytestmark = pytest.mark.real  # starts servers or processes: run one at a time
+
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory):

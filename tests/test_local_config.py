@@ -9,6 +9,8 @@ from backends.gvisor.catalog import default_templates
 from backends.local.settings import local_config
 from experiments.real.run import real_snapshot_bytes
 
+pytestmark = pytest.mark.real  # starts servers or processes: run one at a time
+
 MIB = 1 << 20
 BASE = {
     "instance": 0, "port": 8000, "admin_port": 8001, "template": "agent",

@@ -32,6 +32,8 @@ from backends.local.store import (
 from backends.state import StaleGeneration
 from control.policies import KeepNewest
 
+pytestmark = pytest.mark.real  # starts servers or processes: run one at a time
+
 
 def checkpoint_into(store: SnapshotStore, actor: str, version: int, generation: int,
                     payload: bytes, *, complete: bool = True) -> Path:  # fmt: skip

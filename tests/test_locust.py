@@ -25,6 +25,8 @@ from workloads.loadtest import check_loopback, run_locust
 from workloads.plan import Plan
 from workloads.sessions import Scripts
 
+pytestmark = pytest.mark.real  # starts servers or processes: run one at a time
+
 ROOT = Path(__file__).resolve().parent.parent
 SLACK_S = 0.25  # Locust's scheduling slack we accept; measured: median ~3 ms, max ~11 ms
 

@@ -12,7 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from backends.local.monitor import Sampler, read_report, watch
+
+pytestmark = pytest.mark.real  # starts servers or processes: run one at a time
 
 
 def state_file(root: Path, cid: str, pid: int) -> None:

@@ -24,14 +24,16 @@ from control.messages import (
     TimerFired,
     WorkerAdded,
 )
-from control.model import Actor
+from control.model import Actor, ActorState
 from control.policies import (
+    AfterEachRequest,
     Demand,
     DemandScaler,
     EvictThenWait,
     GreedyDual,
     HybridHistogram,
     KeepNewest,
+    KeepRunning,
     Lazy,
     Load,
     ParkAndRetry,
@@ -465,3 +467,46 @@ def test_pod_per_actor_gives_every_actor_a_worker_and_bills_only_occupied_ones(c
 def test_scaling_and_cluster_modes_refuse_what_they_cannot_do(compose_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message):
         build(compose_cfg("experiment=oversub_250_on_8", *overrides))
+
+
+# ------------------------------------------------------------ keep N running
+
+
+def test_keep_running_pins_the_most_requested_actors_and_the_pin_moves_with_popularity():
+    policy = KeepRunning(AfterEachRequest(), count=2, actors=["vip"])
+    hot, warm, cold, vip = (an_actor(a) for a in ("hot", "warm", "cold", "vip"))
+    for actor, times in ((hot, 5), (warm, 3), (cold, 1)):
+        for _ in range(times):
+            policy.on_request(actor, 0.0)
+    assert [policy.pinned(a) for a in ("hot", "warm", "cold", "vip")] == [True, True, False, True]
+    assert policy.suspend_at(hot, 1.0) is None and policy.suspend_at(cold, 1.0) == 1.0
+    assert policy.choose_victim([vip, hot, warm, cold]) is cold
+    assert policy.choose_victim([vip, hot, warm]) is None  # only pinned ones idle
+    assert policy.prewarm_at(hot, 2.0) == 2.0 and policy.prewarm_at(cold, 2.0) is None
+    for _ in range(4):  # cold overtakes warm
+        policy.on_request(cold, 3.0)
+    assert policy.pinned("cold") and not policy.pinned("warm") and policy.pinned("vip")
+
+
+def test_a_pinned_actor_stays_warm_through_the_controller_and_others_are_evicted():
+    ctl = make(workers=("w0", "w1"), suspension=KeepRunning(Lazy(), count=1),
+               admission=EvictThenWait(10.0))  # fmt: skip
+    activate(ctl, 1, "a", 0.0)
+    ctl.handle(RequestFinished(1), 0.5)
+    ctl.handle(RequestArrived(2, "a", 1.0), 1.0)  # a: 2 requests, pinned
+    ctl.handle(RequestFinished(2), 1.5)
+    activate(ctl, 3, "b", 2.0)
+    ctl.handle(RequestFinished(3), 2.5)
+    # c needs a worker: b (not pinned) is evicted although a was used less recently.
+    assert only(ctl.handle(RequestArrived(4, "c", 3.0), 3.0), Checkpoint).actor == "b"
+    assert ctl.actor("a").state is ActorState.RUNNING
+
+
+def test_pinning_as_many_actors_as_there_are_workers_is_warned_about(compose_cfg):
+    def warnings(count):
+        cfg = compose_cfg("experiment=oversub_250_on_8", "policy/suspension=keep_running",
+                          f"policy.suspension.count={count}")  # fmt: skip
+        return " ".join(build(cfg).warnings)
+
+    assert "KeepRunning pins 8 actors on 8 workers" in warnings(8)
+    assert "KeepRunning" not in warnings(2)

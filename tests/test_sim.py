@@ -94,6 +94,24 @@ def test_concurrent_restores_on_one_node_are_each_slower_than_one_alone():
     assert restores["restore_s"][warm].max() == pytest.approx(8 / 2.0 * one)  # 2 CPUs shared
 
 
+def test_a_lazy_restore_answers_after_its_eager_part_and_loads_the_rest_in_the_background():
+    # One 16 MiB actor restores alone at t=10; with lazy_fraction 0.75 three quarters of
+    # its size-dependent work come after it answers.
+    alone = Plan.from_schedule([0.0, 10.0], [0, 0], 0.01, actor_count=8)
+    eager = run(alone, latency(node__cache_mib=1000)).activations
+    lazy = run(alone, latency(node__cache_mib=1000, restore__lazy_fraction=0.75)).activations
+    assert eager["restore_s"][~eager["cold"]][0] == pytest.approx(0.3 + 16 / 1000)
+    assert lazy["restore_s"][~lazy["cold"]][0] == pytest.approx(0.3 + 0.25 * 16 / 1000)
+    # The deferred pages still take the node's CPU: 8 lazy restores at once slow each
+    # other down, by less than eager ones.
+    together = Plan.from_schedule([0.0] * 8 + [10.0] * 8, list(range(8)) * 2, 0.01)
+    crowded = run(together, latency(node__cache_mib=1000, restore__lazy_fraction=0.75))
+    warm = crowded.activations["restore_s"][~crowded.activations["cold"]]
+    assert (warm > 0.3 + 0.25 * 16 / 1000).all() and warm.max() < 8 / 2.0 * (0.3 + 0.016)
+    with pytest.raises(ValueError, match="lazy_fraction"):
+        latency(restore__lazy_fraction=1.5)
+
+
 def test_snapshot_downloads_share_the_node_link():
     # No cache: every restore downloads its 16 MiB snapshot over a 100 MiB/s link.
     together = Plan.from_schedule([0.0] * 4 + [10.0] * 4, list(range(4)) * 2, 0.01)

@@ -10,6 +10,8 @@ from backends.local.db import StateDB
 from backends.state import ActorExists, ControlState, Deposed, StaleGeneration
 from backends.state.redis_state import RedisState
 
+pytestmark = pytest.mark.real  # starts servers or processes: run one at a time
+
 
 @pytest.fixture(params=["sqlite", "redis"])
 def state(request, tmp_path):

@@ -19,7 +19,7 @@ from control.policies.base import (
     SuspensionPolicy,
     Wait,
 )
-from control.policies.keepalive import GreedyDual, HybridHistogram, PredictivePrewarm
+from control.policies.keepalive import GreedyDual, HybridHistogram, KeepRunning, PredictivePrewarm
 from control.policies.placement import LruPlacement, RandomPlacement, SnapshotLocalityPlacement
 from control.policies.retention import KeepNewest
 from control.policies.scaling import DemandScaler
@@ -37,6 +37,7 @@ __all__ = [
     "HybridHistogram",
     "IdleTimeout",
     "KeepNewest",
+    "KeepRunning",
     "Lazy",
     "Load",
     "LruPlacement",

@@ -9,7 +9,9 @@ killed:
 * :class:`GreedyDual`: Fuerst and Sharma, "FaasCache", ASPLOS'21: keep everything warm,
   evict the idle actor with the lowest priority ``clock + frequency x cost / size``;
 * :class:`PredictivePrewarm`: suspend at once and restore just before the next request
-  is due, predicted from the actor's recent idle times.
+  is due, predicted from the actor's recent idle times;
+* :class:`KeepRunning`: a pin that keeps the N most requested actors running, around
+  any of the others.
 
 An idle time runs from the moment an actor has no request in flight to its next
 request's arrival, whether it stayed warm or was suspended meanwhile. Per-actor state is
@@ -25,6 +27,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from control.model import Actor
+from control.policies.base import SuspensionPolicy
 
 MIB = 1 << 20
 
@@ -324,3 +327,56 @@ class PredictivePrewarm:
 
     def choose_victim(self, idle: Iterable[Actor]) -> Actor | None:
         return next(iter(idle), None)
+
+
+class KeepRunning:
+    """Keep the ``count`` most requested actors running (a "keep N warm" pin), and
+    decide for the rest as ``inner`` does.
+
+    A pinned actor is never suspended by a timer nor chosen as a victim (a request that
+    needs a worker while only pinned actors are idle waits), and one checkpointed anyway
+    (its worker drained, an operator suspended it) is restored as soon as a worker is
+    free; one pinned while suspended stays so until its next request. Who is pinned
+    follows the request counts, so the pin moves with popularity; ``actors`` pins these
+    ids besides, always.
+    """
+
+    def __init__(self, inner: SuspensionPolicy, *, count: int = 0,
+                 actors: Iterable[str] = ()) -> None:  # fmt: skip
+        self.inner = inner
+        self.count = _count("count", count, 0)
+        self.always = frozenset(actors)
+        self._requests: dict[str, int] = {}
+        self._pinned: set[str] = set(self.always)
+
+    def pinned(self, actor_id: str) -> bool:
+        """True while ``actor_id`` is pinned."""
+        return actor_id in self._pinned
+
+    def on_request(self, actor: Actor, now: float) -> None:
+        self.inner.on_request(actor, now)
+        if not self.count:
+            return
+        seen = self._requests[actor.id] = self._requests.get(actor.id, 0) + 1
+        if actor.id in self._pinned:
+            return
+        ranked = [a for a in self._pinned if a not in self.always]
+        if len(ranked) < self.count:
+            self._pinned.add(actor.id)
+            return
+        weakest = min(ranked, key=lambda a: self._requests.get(a, 0))
+        if seen > self._requests.get(weakest, 0):
+            self._pinned.discard(weakest)
+            self._pinned.add(actor.id)
+
+    def suspend_at(self, actor: Actor, now: float) -> float | None:
+        at = self.inner.suspend_at(actor, now)  # the inner policy still learns the idle time
+        return None if actor.id in self._pinned else at
+
+    def choose_victim(self, idle: Iterable[Actor]) -> Actor | None:
+        return self.inner.choose_victim(a for a in idle if a.id not in self._pinned)
+
+    def prewarm_at(self, actor: Actor, now: float) -> float | None:
+        if actor.id in self._pinned:
+            return now
+        return self.inner.prewarm_at(actor, now)

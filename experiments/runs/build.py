@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from control.controller import Controller, RecoverySettings
-from control.policies import EvictThenWait, Lazy, RetentionPolicy
+from control.policies import EvictThenWait, KeepRunning, Lazy, RetentionPolicy
 from sim.faults import FaultModel, faults_from_config
 from sim.latency import LatencyModel, latency_from_config
 from workloads.agent import AgentWorkload
@@ -219,6 +219,12 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
         if backend_name != "sim":
             raise ConfigError("cluster.mode: pod_per_actor is a simulated baseline (backend=sim)")
         workers = nodes = int(workload.actors)
+    pin = instances["suspension"]
+    if isinstance(pin, KeepRunning) and pin.count + len(pin.always) >= workers:
+        warnings.append(
+            f"policy.suspension: KeepRunning pins {pin.count + len(pin.always)} actors on "
+            f"{workers} workers: the others get no worker once the pinned ones hold them all"
+        )
 
     sample_interval_s = _float(backend, "sample_interval_s", "backend.sample_interval_s")
     warmup_s = raw.get("warmup_s", 0)
