@@ -3,26 +3,11 @@ and which queued actor the next free worker goes to."""
 
 from __future__ import annotations
 
-import math
-
 from control.model import Actor
 from control.policies.base import AdmissionDecision, Load, Refuse, Wait
+from control.policies.checks import boolean, finite, integer_or_none
 
 QUEUE_ORDERS = ("fifo", "lifo", "adaptive")
-
-
-def _check_timeout(timeout_s: float) -> float:
-    if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
-        raise ValueError(f"timeout_s: must be a finite number > 0 (got {timeout_s!r})")
-    return float(timeout_s)
-
-
-def _check_count(name: str, value: int | None, minimum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum} or null (got {value!r})")
-    return value
 
 
 class FailFast:
@@ -39,7 +24,7 @@ class QueueWithDeadline:
     """Wait for a worker for up to ``timeout_s`` seconds, then 504 (Substrate #52)."""
 
     def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = _check_timeout(timeout_s)
+        self.timeout_s = finite("timeout_s", timeout_s)
 
     def admit(self, actor: Actor, now: float, load: Load) -> AdmissionDecision:
         return Wait(now + self.timeout_s, evict=False)
@@ -52,7 +37,7 @@ class EvictThenWait:
     """Suspend an idle actor to make room, and wait up to ``timeout_s`` for the worker."""
 
     def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = _check_timeout(timeout_s)
+        self.timeout_s = finite("timeout_s", timeout_s)
 
     def admit(self, actor: Actor, now: float, load: Load) -> AdmissionDecision:
         return Wait(now + self.timeout_s, evict=True)
@@ -88,15 +73,13 @@ class ParkAndRetry:
         order: str = "fifo",
         lifo_over: int | None = None,
     ) -> None:
-        self.timeout_s = _check_timeout(timeout_s)
-        self.max_queue = _check_count("max_queue", max_queue, 0)
-        self.per_caller = _check_count("per_caller", per_caller, 1)
-        self.lifo_over = _check_count("lifo_over", lifo_over, 0)
-        if not isinstance(evict, bool):
-            raise ValueError(f"evict: must be true or false (got {evict!r})")
+        self.timeout_s = finite("timeout_s", timeout_s)
+        self.max_queue = integer_or_none("max_queue", max_queue, 0)
+        self.per_caller = integer_or_none("per_caller", per_caller, 1)
+        self.lifo_over = integer_or_none("lifo_over", lifo_over, 0)
         if order not in QUEUE_ORDERS:
             raise ValueError(f"order: must be one of {', '.join(QUEUE_ORDERS)} (got {order!r})")
-        self.evict = evict
+        self.evict = boolean("evict", evict)
         self.order = order
 
     def admit(self, actor: Actor, now: float, load: Load) -> AdmissionDecision:

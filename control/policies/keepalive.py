@@ -28,22 +28,9 @@ from collections.abc import Iterable
 
 from control.model import Actor
 from control.policies.base import SuspensionPolicy
+from control.policies.checks import finite, integer
 
 MIB = 1 << 20
-
-
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name}: must be a finite number {bound} (got {value!r})")
-    return float(value)
-
-
-def _count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: must be an integer >= {minimum} (got {value!r})")
-    return value
 
 
 class _IdleGaps:
@@ -97,7 +84,7 @@ class HybridHistogram:
         range_s: float = 4 * 3600.0,
         max_out_of_range: float = 0.5,
     ) -> None:
-        self.ttl_s = _positive("ttl_s", ttl_s, allow_zero=True)
+        self.ttl_s = finite("ttl_s", ttl_s, zero_ok=True)
         percentiles = {"head_percentile": head_percentile, "tail_percentile": tail_percentile}
         for name, pct in percentiles.items():
             if not (isinstance(pct, int | float) and 0 <= pct <= 100):
@@ -109,13 +96,13 @@ class HybridHistogram:
         if not (isinstance(margin, int | float) and 0 <= margin < 1):
             raise ValueError(f"margin: must be in [0, 1) (got {margin!r})")
         self.margin = float(margin)
-        self.min_samples = _count("min_samples", min_samples, 1)
-        self.min_prewarm_s = _positive("min_prewarm_s", min_prewarm_s)
-        self.max_keep_alive_s = _positive("max_keep_alive_s", max_keep_alive_s)
-        first = _positive("first_bin_s", first_bin_s)
+        self.min_samples = integer("min_samples", min_samples, 1)
+        self.min_prewarm_s = finite("min_prewarm_s", min_prewarm_s)
+        self.max_keep_alive_s = finite("max_keep_alive_s", max_keep_alive_s)
+        first = finite("first_bin_s", first_bin_s)
         if not (isinstance(growth, int | float) and growth > 1):
             raise ValueError(f"growth: must be > 1 (got {growth!r})")
-        top = _positive("range_s", range_s)
+        top = finite("range_s", range_s)
         if top <= first:
             raise ValueError("range_s: must exceed first_bin_s")
         if not (isinstance(max_out_of_range, int | float) and 0 <= max_out_of_range <= 1):
@@ -225,11 +212,11 @@ class GreedyDual:
         restore_s_per_mib: float = 0.00054,
         ttl_s: float | None = None,
     ) -> None:
-        self.restore_fixed_s = _positive("restore_fixed_s", restore_fixed_s, allow_zero=True)
-        self.restore_s_per_mib = _positive("restore_s_per_mib", restore_s_per_mib, allow_zero=True)
+        self.restore_fixed_s = finite("restore_fixed_s", restore_fixed_s, zero_ok=True)
+        self.restore_s_per_mib = finite("restore_s_per_mib", restore_s_per_mib, zero_ok=True)
         if self.restore_fixed_s == 0 and self.restore_s_per_mib == 0:
             raise ValueError("restore_fixed_s, restore_s_per_mib: one must be > 0")
-        self.ttl_s = None if ttl_s is None else _positive("ttl_s", ttl_s, allow_zero=True)
+        self.ttl_s = None if ttl_s is None else finite("ttl_s", ttl_s, zero_ok=True)
         self.clock = 0.0
         self._frequency: dict[str, int] = {}
         self._priority: dict[str, float] = {}
@@ -283,13 +270,13 @@ class PredictivePrewarm:
         min_gap_s: float = 10.0,
         min_history: int = 3,
     ) -> None:
-        self.history = _count("history", history, 1)
-        self.min_history = _count("min_history", min_history, 1)
+        self.history = integer("history", history, 1)
+        self.min_history = integer("min_history", min_history, 1)
         if self.min_history > self.history:
             raise ValueError("min_history: must not exceed history")
-        self.lead_s = _positive("lead_s", lead_s, allow_zero=True)
-        self.hold_s = _positive("hold_s", hold_s, allow_zero=True)
-        self.min_gap_s = _positive("min_gap_s", min_gap_s)
+        self.lead_s = finite("lead_s", lead_s, zero_ok=True)
+        self.hold_s = finite("hold_s", hold_s, zero_ok=True)
+        self.min_gap_s = finite("min_gap_s", min_gap_s)
         self._recent: dict[str, deque[float]] = {}
         self._gaps = _IdleGaps()
 
@@ -344,7 +331,7 @@ class KeepRunning:
     def __init__(self, inner: SuspensionPolicy, *, count: int = 0,
                  actors: Iterable[str] = ()) -> None:  # fmt: skip
         self.inner = inner
-        self.count = _count("count", count, 0)
+        self.count = integer("count", count, 0)
         self.always = frozenset(actors)
         self._requests: dict[str, int] = {}
         self._pinned: set[str] = set(self.always)

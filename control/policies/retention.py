@@ -8,8 +8,9 @@ snapshot generations of one actor (Substrate #664).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+
+from control.policies.checks import finite, integer_or_none
 
 
 class KeepNewest:
@@ -20,13 +21,8 @@ class KeepNewest:
     """
 
     def __init__(self, keep: int | None = 2, gc_interval_s: float = 0.0) -> None:
-        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
-            raise ValueError(f"keep: must be an integer >= 1 or null (got {keep!r})")
-        ok = isinstance(gc_interval_s, int | float) and not isinstance(gc_interval_s, bool)
-        if not ok or not math.isfinite(gc_interval_s) or gc_interval_s < 0:
-            raise ValueError(f"gc_interval_s: must be a finite number >= 0 (got {gc_interval_s!r})")
-        self.keep = keep
-        self.gc_interval_s = float(gc_interval_s)
+        self.keep = integer_or_none("keep", keep, 1)
+        self.gc_interval_s = finite("gc_interval_s", gc_interval_s, zero_ok=True)
 
     def to_delete(self, versions: Sequence[int]) -> list[int]:
         """Of an actor's stored ``versions`` (ascending), those to delete now."""

@@ -8,10 +8,10 @@ busy nodes keep their snapshot caches), then workers whose actors are idle.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 from control.policies.base import Demand
+from control.policies.checks import boolean, finite, integer
 
 
 class DemandScaler:
@@ -35,28 +35,15 @@ class DemandScaler:
         down_step: int = 1,
         keep_idle: bool = False,
     ) -> None:
-        counts = (("min_workers", min_workers, 0), ("max_workers", max_workers, 1),
-                  ("warm_buffer", warm_buffer, 0), ("down_step", down_step, 1))  # fmt: skip
-        for name, value, low in counts:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: must be an integer >= {low} (got {value!r})")
+        self.min_workers = integer("min_workers", min_workers, 0)
+        self.max_workers = integer("max_workers", max_workers, 1)
         if min_workers > max_workers:
             raise ValueError(f"min_workers: must be <= max_workers={max_workers}")
-        for name, number, zero_ok in (("interval_s", interval_s, False),
-                                      ("down_delay_s", down_delay_s, True)):  # fmt: skip
-            ok = isinstance(number, int | float) and not isinstance(number, bool)
-            if not ok or not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok):
-                bound = ">= 0" if zero_ok else "> 0"
-                raise ValueError(f"{name}: must be a finite number {bound} (got {number!r})")
-        if not isinstance(keep_idle, bool):
-            raise ValueError(f"keep_idle: must be true or false (got {keep_idle!r})")
-        self.min_workers = min_workers
-        self.max_workers = max_workers
-        self.warm_buffer = warm_buffer
-        self.interval_s = float(interval_s)
-        self.down_delay_s = float(down_delay_s)
-        self.down_step = down_step
-        self.keep_idle = keep_idle
+        self.warm_buffer = integer("warm_buffer", warm_buffer, 0)
+        self.interval_s = finite("interval_s", interval_s)
+        self.down_delay_s = finite("down_delay_s", down_delay_s, zero_ok=True)
+        self.down_step = integer("down_step", down_step, 1)
+        self.keep_idle = boolean("keep_idle", keep_idle)
         self._recent: deque[tuple[float, int]] = deque()  # (when, wanted), newest last
 
     def wanted(self, demand: Demand) -> int:

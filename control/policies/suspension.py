@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 from control.model import Actor
+from control.policies.checks import finite
 
 
 def _least_recently_used(idle: Iterable[Actor]) -> Actor | None:
@@ -36,9 +36,7 @@ class IdleTimeout(RestoreOnDemand):
     """Suspend an actor after ``ttl_s`` seconds without requests (a TTL; Substrate #424)."""
 
     def __init__(self, ttl_s: float) -> None:
-        if not (isinstance(ttl_s, int | float) and math.isfinite(ttl_s) and ttl_s >= 0):
-            raise ValueError(f"ttl_s: must be a finite number >= 0 (got {ttl_s!r})")
-        self.ttl_s = float(ttl_s)
+        self.ttl_s = finite("ttl_s", ttl_s, zero_ok=True)
 
     def suspend_at(self, actor: Actor, now: float) -> float | None:
         return now + self.ttl_s
