@@ -220,6 +220,12 @@ class Simulation:
         self.cp = ServerPool(self.env, latency.cp_servers, sampler(latency.cp_service, streams[5]))
         self._nodes = {f"n{i}": _Node(self.env, f"n{i}", latency) for i in range(nodes)}
         self._worker_node = {f"w{i}": f"n{i % nodes}" for i in range(workers)}
+        # Workers per node, and how many a node takes: the autoscaler's new workers go to
+        # a node with room, and a new node joins when every node is full.
+        self._node_load = dict.fromkeys(self._nodes, 0)
+        for node in self._worker_node.values():
+            self._node_load[node] += 1
+        self._per_node = -(-workers // nodes)
 
         self._run = workload.start(self.duration_s, seed)
         self._player: SessionPlayer | None = None
@@ -250,7 +256,7 @@ class Simulation:
             Restore: lambda cmd: self.env.process(self._do_restore(cmd)),
             Checkpoint: lambda cmd: self.env.process(self._do_checkpoint(cmd)),
             StopSandbox: self._do_stop,
-            RetireWorker: lambda cmd: None,
+            RetireWorker: self._do_retire,
             ProvisionWorkers: self._do_provision,
             DropActor: lambda cmd: None,  # the simulator sends no operator requests
             AdminResult: lambda cmd: None,
@@ -260,6 +266,10 @@ class Simulation:
         }
 
     # ------------------------------------------------------------ running
+
+    def node_load(self) -> dict[str, int]:
+        """Workers (joined or starting) on each node, nodes the autoscaler added too."""
+        return dict(self._node_load)
 
     def run(self) -> RunResult:
         """Run to the end of the arrivals, drain, and return the records."""
@@ -547,15 +557,23 @@ class Simulation:
         self._dispatch(WorkerAdded(worker, node))
 
     def _do_provision(self, cmd: ProvisionWorkers) -> None:
-        """New workers, round-robin over the nodes, each joining after its start time."""
-        nodes = list(self._nodes)
+        """New workers, each on the least loaded node with room (a new node when all are
+        full: a cluster autoscaler), joining after its start time."""
         for _ in range(cmd.number):
             worker = f"w{self._next_worker}"
-            node = nodes[self._next_worker % len(nodes)]
+            node = min(self._node_load, key=self._node_load.__getitem__)  # first of the least
+            if self._node_load[node] >= self._per_node:
+                node = f"n{len(self._nodes)}"
+                self._nodes[node] = _Node(self.env, node, self.latency)
+                self._node_load[node] = 0
+            self._node_load[node] += 1
             self._next_worker += 1
             self._worker_node[worker] = node
             joined = functools.partial(self._joined, WorkerAdded(worker, node, provisioned=True))
             self.env.timeout(self._worker_start()).callbacks.append(joined)
+
+    def _do_retire(self, cmd: RetireWorker) -> None:
+        self._node_load[self._worker_node[cmd.worker]] -= 1
 
     def _joined(self, event: WorkerAdded, _timeout: simpy.Event) -> None:
         self._dispatch(event)

@@ -40,7 +40,7 @@ from control.policies import (
     PredictivePrewarm,
 )
 from experiments.runs.build import ConfigError, build
-from experiments.runs.runner import simulate
+from experiments.runs.runner import make_simulation, simulate
 from sim.snapshots import StoredSnapshots
 
 # ------------------------------------------------------------ admission: park and retry
@@ -441,6 +441,21 @@ def test_a_simulated_autoscaled_run_bills_the_pool_it_really_had(compose_cfg):
     assert seconds["provisioned"] != 8 * 120 and seconds["billed"] == seconds["provisioned"]
     assert summary["worker_utilization"] == pytest.approx(
         seconds["occupied"] / seconds["provisioned"]
+    )
+
+
+def test_the_autoscalers_workers_fill_the_nodes_and_new_nodes_join_when_all_are_full(
+    compose_cfg,
+):
+    cfg = compose_cfg("experiment=oversub_250_on_8", "duration_s=120", "cluster.workers=4",
+                      "cluster.nodes=2", "policy/scaling=demand")  # fmt: skip
+    simulation = make_simulation(build(cfg))
+    simulation.run()
+    load = simulation.node_load()
+    assert len(load) > 2  # nodes joined
+    assert max(load.values()) <= 2  # none holds more than the 4 / 2 it started with
+    assert sum(load.values()) == len(simulation.controller.workers()) + (
+        simulation.controller.starting_workers
     )
 
 
