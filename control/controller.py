@@ -57,6 +57,7 @@ from control.messages import (
     Command,
     Correction,
     DeadlineSweep,
+    DeliverWake,
     DropActor,
     Event,
     Forward,
@@ -80,8 +81,16 @@ from control.messages import (
     SnapshotEvicted,
     StateLost,
     StopSandbox,
+    StrandedTimer,
     SuspendRequested,
+    Tier,
     TimerFired,
+    Upload,
+    UploadFinished,
+    UploadTimer,
+    WakeDue,
+    WakePrewarm,
+    WakeScheduled,
     WorkerAdded,
     WorkerLost,
     WorkerRemoved,
@@ -92,6 +101,7 @@ from control.policies.base import (
     AdmissionPolicy,
     Demand,
     Load,
+    LocalityPolicy,
     PlacementPolicy,
     Refuse,
     ScalingPolicy,
@@ -99,6 +109,7 @@ from control.policies.base import (
     Wait,
 )
 from control.recovery import RecoverySettings
+from control.timers import TimerSettings
 
 SUSPENDED = ActorState.SUSPENDED
 RESUMING = ActorState.RESUMING
@@ -134,6 +145,7 @@ class _OpKind(Enum):
     RESTORE = "restore"
     CHECKPOINT = "checkpoint"
     STOP = "stop"
+    UPLOAD = "upload"
 
 
 @dataclass(slots=True)
@@ -146,7 +158,10 @@ class _Op:
     version: int  # a checkpoint: the version it writes
     deadline: float | None
     freeing: bool = False  # a checkpoint counted in Controller._freeing
+    tier: Tier = Tier.REMOTE  # a checkpoint: where its snapshot stays
 
+
+_STRANDED = Wait(deadline=None, evict=False)  # a paused actor waits for a worker on its node
 
 # Entries of the deadline heap: (due, kind, key); kind 0 is an operation id, 1 a request.
 _OP_DEADLINE, _FORWARD_DEADLINE = 0, 1
@@ -176,6 +191,15 @@ class ControllerStats:
     prewarms: int = 0  # activations the suspension policy asked for ahead of a request
     workers_started: int = 0  # by the scaling policy
     workers_retired: int = 0  # by the scaling policy
+    pauses: int = 0  # checkpoints kept on their node (tier LOCAL)
+    uploads: int = 0  # paused snapshots uploaded (demoted, or for a stranded actor)
+    failed_uploads: int = 0
+    strandings: int = 0  # a paused actor needed a worker and its node had none free
+    stranded_local: int = 0  # ... and then got one there
+    wakeups_scheduled: int = 0
+    wakeups_refused: int = 0  # unknown actor, too many pending, too far ahead
+    wakeups_delivered: int = 0
+    wake_prewarms: int = 0  # restores ahead of a wake-up (also counted in prewarms)
 
 
 class Controller:
@@ -195,6 +219,8 @@ class Controller:
         router_timeout_s: float,
         recovery: RecoverySettings | None = None,
         scaling: ScalingPolicy | None = None,
+        locality: LocalityPolicy | None = None,
+        timers: TimerSettings | None = None,
     ) -> None:
         if not router_timeout_s > 0:
             raise ValueError(f"router_timeout_s: must be > 0 (got {router_timeout_s!r})")
@@ -204,6 +230,8 @@ class Controller:
         self.router_timeout_s = float(router_timeout_s)
         self.recovery = recovery or RecoverySettings()
         self.scaling = scaling
+        self.locality = locality
+        self.timers = timers or TimerSettings()
         self.stats = ControllerStats()
 
         self._actors: dict[str, Actor] = {}
@@ -232,6 +260,12 @@ class Controller:
         self._scale_armed = False
         self._pool_area = 0.0  # integral of the pool (joined and starting) over time
         self._pool_since = 0.0
+        # Paused actors waiting for a worker on the node holding their snapshot:
+        # node -> actor -> stranded since; and actor -> node.
+        self._stranded: dict[str, OrderedDict[str, float]] = {}
+        self._stranded_on: dict[str, str] = {}
+        self._wakes: dict[str, dict[int, float]] = {}  # actor -> wake id -> due time
+        self._wake_ids = 0
 
         self._handlers: dict[type, Callable[[Any, float, list[Command]], None]] = {
             ActorCreated: self._on_actor_created,
@@ -240,6 +274,8 @@ class Controller:
             RequestFinished: self._on_request_finished,
             CheckpointFinished: self._on_checkpoint_finished,
             SandboxStopped: self._on_sandbox_stopped,
+            UploadFinished: self._on_upload_finished,
+            WakeScheduled: self._on_wake_scheduled,
             TimerFired: self._on_timer,
             WorkerAdded: self._on_worker_added,
             WorkerRemoved: self._on_worker_removed,
@@ -329,6 +365,14 @@ class Controller:
         """Actors waiting for a free worker, first in line first."""
         return list(self._waiting)
 
+    def stranded(self) -> dict[str, list[str]]:
+        """Paused actors waiting for a worker on their node: node -> actors, first first."""
+        return {node: list(queue) for node, queue in self._stranded.items()}
+
+    def pending_wakeups(self, actor_id: str) -> list[float]:
+        """When ``actor_id``'s scheduled wake-ups are due, soonest first."""
+        return sorted(self._wakes.get(actor_id, {}).values())
+
     def waiting_requests(self, actor_id: str) -> int:
         """Requests held for ``actor_id`` until it is ready."""
         return len(self._pending.get(actor_id, ()))
@@ -389,6 +433,8 @@ class Controller:
             out.append(Reject(ev.request, ev.actor, 404, "unknown actor"))
             return
         self.suspension.on_request(actor, now)
+        if self.locality is not None:
+            self.locality.on_request(actor, now)
         if actor.state is FAILED or (actor.state is SUSPENDING and actor.overdue):
             out.append(Reject(ev.request, actor.id, 503, UNAVAILABLE))
             return
@@ -397,7 +443,7 @@ class Controller:
             self._requests[req.id] = req
             self._forward(req, actor, now, out, warm=True)
             return
-        deadline = ev.arrived_at + self.router_timeout_s
+        deadline = ev.arrived_at + (self.router_timeout_s if ev.wait_s is None else ev.wait_s)
         if now >= deadline:
             out.append(Reject(req.id, actor.id, 504, "router timeout before activation"))
             return
@@ -440,7 +486,12 @@ class Controller:
             self.stats.stale_completions += 1
             return None
         del self._ops[op_id]
-        if kind is not _OpKind.STOP:
+        if kind is _OpKind.UPLOAD:
+            actor = self._actors[op.actor]
+            if actor.upload_op != op.id:
+                raise ProtocolError(f"operation {op} does not match actor {actor}")
+            actor.upload_op = None
+        elif kind is not _OpKind.STOP:
             actor = self._actors[op.actor]
             if actor.op != op.id or actor.worker != op.worker:
                 raise ProtocolError(f"operation {op} does not match actor {actor}")
@@ -501,8 +552,9 @@ class Controller:
         committed = op.version if ev.outcome is CheckpointOutcome.OK else None
         why = ev.reason or "checkpoint failed"
         self._checkpoint_ended(
-            actor, worker, now, out, committed=committed, size=ev.snapshot_bytes, reason=why
-        )
+            actor, worker, now, out, committed=committed, size=ev.snapshot_bytes, reason=why,
+            tier=op.tier,
+        )  # fmt: skip
 
     def _checkpoint_ended(
         self,
@@ -514,17 +566,24 @@ class Controller:
         committed: int | None,
         size: int,
         reason: str,
+        tier: Tier = Tier.REMOTE,
     ) -> None:
         """``actor``'s checkpoint on ``worker`` is over: its snapshot ``committed`` as that
         version, or None: lost with the sandbox (back to the last snapshot). Either way
         the actor is SUSPENDED and the worker free. ``size``: the new snapshot's bytes
-        (0: unknown)."""
+        (0: unknown). A paused snapshot (``tier`` LOCAL) stays on the worker's node."""
         if committed is not None:
             actor.snapshot_version = committed
             if size > 0:
                 actor.snapshot_bytes = size
             actor.declines = 0
             actor.failure = None
+            actor.paused_on = worker.node if tier is Tier.LOCAL else None
+            if tier is Tier.LOCAL:
+                self.stats.pauses += 1
+                after = self.locality.upload_after_s if self.locality is not None else None
+                if after is not None:
+                    out.append(SetTimer(UploadTimer(actor.id, committed), now + after))
         else:
             self.stats.failed_checkpoints += 1
             self._state_lost(actor, reason, out)
@@ -533,12 +592,18 @@ class Controller:
         self._set_state(actor, SUSPENDED, now)
         self._unbind(actor, worker, now)
         worker.quarantined = None
-        self._release(worker, now, out)
-        self._serve_pending(actor, now, out)
+        if actor.paused_on == worker.node and actor.id in self._pending and not worker.draining:
+            self._activate(actor, worker, now, out)  # requests came while it paused: resume
+        else:
+            self._release(worker, now, out)
+            self._serve_pending(actor, now, out)
         if committed is not None and actor.id not in self._pending:
             at = self.suspension.prewarm_at(actor, now)
             if at is not None:
                 out.append(SetTimer(PrewarmTimer(actor.id, actor.generation), max(at, now)))
+            wake = self._next_wake(actor.id)
+            if wake is not None and wake[1] - self.timers.lead_s <= now:
+                self._wake_prewarm(actor, now, out)
 
     def _on_sandbox_stopped(self, ev: SandboxStopped, now: float, out: list[Command]) -> None:
         op = self._take_op(ev.op, _OpKind.STOP)
@@ -578,6 +643,17 @@ class Controller:
             return
         if isinstance(timer, ScaleTick):
             self._scale(now, out)
+            return
+        if isinstance(timer, WakeDue):
+            self._wake_due(timer, now, out)
+            return
+        if isinstance(timer, WakePrewarm):
+            actor = self._actors.get(timer.actor)
+            if actor is not None and timer.wake in self._wakes.get(actor.id, ()):
+                self._wake_prewarm(actor, now, out)
+            return
+        if isinstance(timer, StrandedTimer | UploadTimer):
+            self._upload_timer(timer, now, out)
             return
         req = self._requests.get(timer.request)
         if req is None or req.phase is not _Phase.PENDING:
@@ -633,23 +709,158 @@ class Controller:
         return chosen
 
     def _prewarm(self, timer: PrewarmTimer, now: float, out: list[Command]) -> None:
-        """Restore an actor ahead of its next request, on a free worker only: a pre-warm
-        never evicts, queues or overtakes an actor that waits."""
         actor = self._actors.get(timer.actor)
+        if actor is not None and actor.generation == timer.generation:
+            self._try_prewarm(actor, now, out)
+
+    def _try_prewarm(self, actor: Actor, now: float, out: list[Command]) -> bool:
+        """Restore ``actor`` ahead of its next request, on a free worker only: a pre-warm
+        never evicts, queues or overtakes an actor that waits. True if it started."""
         if (
-            actor is None
-            or actor.state is not SUSPENDED
-            or actor.generation != timer.generation
+            actor.state is not SUSPENDED
             or actor.id in self._pending
             or actor.retry_at is not None
             or self._waiting
         ):
-            return  # stale, or requests got there first
+            return False  # stale, or requests got there first
         worker = self._choose(actor)
         if worker is None:
-            return
+            return False
         self.stats.prewarms += 1
         self._activate(actor, worker, now, out)
+        return True
+
+    # ------------------------------------------------------------ wake-ups
+
+    def _on_wake_scheduled(self, ev: WakeScheduled, now: float, out: list[Command]) -> None:
+        """``actor`` asks to be woken at ``ev.at``: deliver it then, restore it ahead."""
+        actor = self._actors.get(ev.actor)
+        wakes = self._wakes.get(ev.actor, {})
+        limits = self.timers
+        if (
+            actor is None
+            or actor.state is FAILED
+            or len(wakes) >= limits.max_pending
+            or not ev.at - now <= limits.max_after_s  # also refuses NaN
+        ):
+            self.stats.wakeups_refused += 1
+            return
+        due = max(ev.at, now)
+        self._wake_ids += 1
+        self._wakes.setdefault(actor.id, {})[self._wake_ids] = due
+        self.stats.wakeups_scheduled += 1
+        out.append(SetTimer(WakeDue(actor.id, self._wake_ids), due))
+        if due - limits.lead_s > now:
+            out.append(SetTimer(WakePrewarm(actor.id, self._wake_ids), due - limits.lead_s))
+        else:
+            self._wake_prewarm(actor, now, out)
+
+    def _next_wake(self, actor_id: str) -> tuple[int, float] | None:
+        """``actor_id``'s soonest wake-up (id, due), if any."""
+        wakes = self._wakes.get(actor_id)
+        if not wakes:
+            return None
+        return min(wakes.items(), key=lambda item: (item[1], item[0]))
+
+    def _wake_prewarm(self, actor: Actor, now: float, out: list[Command]) -> None:
+        if self._try_prewarm(actor, now, out):
+            self.stats.wake_prewarms += 1
+
+    def _wake_due(self, timer: WakeDue, now: float, out: list[Command]) -> None:
+        wakes = self._wakes.get(timer.actor)
+        due = wakes.pop(timer.wake, None) if wakes is not None else None
+        if due is None:
+            return  # stale: its actor was deleted
+        if not wakes:
+            del self._wakes[timer.actor]
+        self.stats.wakeups_delivered += 1
+        out.append(DeliverWake(timer.actor, timer.wake, due, self.timers.wait_s))
+
+    # ------------------------------------------------------------ two tiers
+
+    def _choose_on_node(self, node: str) -> Worker | None:
+        """A free worker on ``node``, taken out of the pool; None if it has none."""
+        for worker_id in self._pooled:
+            worker = self._workers[worker_id]
+            if worker.node == node:
+                self._unpool(worker)
+                return worker
+        return None
+
+    def _strand(self, actor: Actor, now: float, out: list[Command]) -> None:
+        """The paused ``actor`` waits for a worker on its node: evict an idle actor there
+        if there is one, and upload its snapshot if none frees within ``wait_s``."""
+        node = actor.paused_on
+        assert node is not None and self.locality is not None
+        self._stranded.setdefault(node, OrderedDict())[actor.id] = now
+        self._stranded_on[actor.id] = node
+        self.stats.strandings += 1
+        for victim in self._idle.values():
+            if victim.worker is not None and self._workers[victim.worker].node == node:
+                self.stats.evictions += 1
+                self._checkpoint(victim, now, out)
+                break
+        version = actor.snapshot_version
+        out.append(SetTimer(StrandedTimer(actor.id, version), now + self.locality.wait_s))
+
+    def _leave_stranded(self, actor_id: str) -> None:
+        node = self._stranded_on.pop(actor_id, None)
+        if node is None:
+            return
+        queue = self._stranded[node]
+        del queue[actor_id]
+        if not queue:
+            del self._stranded[node]
+
+    def _upload_timer(
+        self, timer: StrandedTimer | UploadTimer, now: float, out: list[Command]
+    ) -> None:
+        """A stranded actor waited long enough, or a paused snapshot idled long enough:
+        upload the snapshot from its node."""
+        actor = self._actors.get(timer.actor)
+        if (
+            actor is None
+            or actor.paused_on is None
+            or actor.snapshot_version != timer.version
+            or actor.upload_op is not None
+        ):
+            return  # stale: uploaded, superseded, deleted, or under way
+        if isinstance(timer, StrandedTimer) and actor.id not in self._stranded_on:
+            return  # it got a worker on its node
+        if isinstance(timer, UploadTimer) and actor.state is not SUSPENDED:
+            return  # running again: its next checkpoint decides anew
+        op = self._new_op(
+            _OpKind.UPLOAD, actor=actor.id, worker="", generation=actor.generation,
+            version=actor.snapshot_version, deadline=now + self.recovery.checkpoint_deadline_s,
+            out=out,
+        )  # fmt: skip
+        actor.upload_op = op.id
+        out.append(
+            Upload(actor.id, actor.paused_on, actor.snapshot_version, actor.snapshot_bytes, op.id)
+        )
+
+    def _on_upload_finished(self, ev: UploadFinished, now: float, out: list[Command]) -> None:
+        op = self._take_op(ev.op, _OpKind.UPLOAD)
+        if op is None:
+            return
+        self._upload_ended(self._actors[op.actor], op, now, out, ok=ev.ok, reason=ev.reason)
+
+    def _upload_ended(
+        self, actor: Actor, op: _Op, now: float, out: list[Command], *, ok: bool, reason: str
+    ) -> None:
+        if not ok:
+            self.stats.failed_uploads += 1
+            actor.failure = f"upload of v{op.version} failed: {reason or 'no reason given'}"
+            if actor.id in self._stranded_on and self.locality is not None:
+                retry = max(self.locality.wait_s, self.recovery.retry_backoff_s)
+                out.append(SetTimer(StrandedTimer(actor.id, op.version), now + retry))
+            return
+        self.stats.uploads += 1
+        if actor.snapshot_version == op.version:
+            actor.paused_on = None  # restorable anywhere now
+        if actor.id in self._stranded_on:
+            self._leave_stranded(actor.id)
+            self._serve_pending(actor, now, out)
 
     def _watch(self, due: float, kind: int, key: int, out: list[Command]) -> None:
         heapq.heappush(self._deadlines, (due, kind, key))
@@ -669,6 +880,11 @@ class Controller:
                 op = self._ops[key]
                 if op.kind is _OpKind.RESTORE:
                     self._activation_overdue(op, now, out)
+                elif op.kind is _OpKind.UPLOAD:
+                    del self._ops[op.id]  # a late completion is ignored and counted
+                    actor = self._actors[op.actor]
+                    actor.upload_op = None
+                    self._upload_ended(actor, op, now, out, ok=False, reason="not finished in time")
                 else:
                     self._checkpoint_overdue(op, now, out)
             else:
@@ -960,7 +1176,11 @@ class Controller:
             why = f"a sandbox of it on {stopping[0]} is still being stopped; try again"
             out.append(AdminResult(actor.id, False, why))
             return
+        if actor.upload_op is not None:
+            out.append(AdminResult(actor.id, False, "its snapshot is being uploaded; try again"))
+            return
         self._leave_queue(actor.id, now)
+        self._wakes.pop(actor.id, None)
         del self._actors[actor.id]
         self._cached.pop(actor.id, None)
         self._counts[actor.state] -= 1
@@ -1040,10 +1260,15 @@ class Controller:
         """
         if actor.id in self._waiting:
             return self.admission.admit(actor, now, self._load(actor, queued=True))
+        if actor.id in self._stranded_on:
+            return _STRANDED
         worker = self._choose(actor)
         if worker is not None:
             self._activate(actor, worker, now, out)
             return None
+        if actor.paused_on is not None:
+            self._strand(actor, now, out)
+            return _STRANDED
         decision = self.admission.admit(actor, now, self._load(actor, queued=False))
         if isinstance(decision, Wait):
             self._waiting[actor.id] = (decision.evict, now)
@@ -1063,7 +1288,12 @@ class Controller:
 
     def _serve_pending(self, actor: Actor, now: float, out: list[Command]) -> None:
         """The SUSPENDED ``actor`` has requests waiting and is in no queue: get it a worker."""
-        if actor.id not in self._pending or actor.id in self._waiting or actor.retry_at:
+        if (
+            actor.id not in self._pending
+            or actor.id in self._waiting
+            or actor.id in self._stranded_on
+            or actor.retry_at
+        ):
             return
         decision = self._acquire_worker(actor, now, out)
         if isinstance(decision, Refuse):
@@ -1074,6 +1304,7 @@ class Controller:
         self._evict_for_waiters(now, out)
 
     def _leave_queue(self, actor_id: str, now: float) -> None:
+        self._leave_stranded(actor_id)
         entry = self._waiting.pop(actor_id, None)
         if entry is None:
             return
@@ -1216,6 +1447,11 @@ class Controller:
         self._idle[actor.id] = actor
         # Asked before eviction: a policy learns when the actor went idle either way.
         at = self.suspension.suspend_at(actor, now)
+        wake = self._next_wake(actor.id)
+        if at is not None and wake is not None and wake[1] - self.timers.lead_s <= at:
+            # Due back before a restore would pay: hold it past the wake-up (a late
+            # one too: suspending it now would only restore it again at once).
+            at = max(wake[1], now) + self.timers.lead_s
         self._evict_for_waiters(now, out)
         if actor.id not in self._idle:
             return  # it was just evicted
@@ -1241,10 +1477,12 @@ class Controller:
         if not worker.draining:
             op.freeing = True
             self._freeing += 1
+        if self.locality is not None and not worker.draining:  # a leaving node uploads
+            op.tier = self.locality.tier(actor, now)
         out.append(
             Checkpoint(
                 actor.id, worker.id, worker.node, op.version, actor.snapshot_bytes, op.id,
-                actor.generation,
+                actor.generation, op.tier,
             )
         )  # fmt: skip
 
@@ -1269,6 +1507,14 @@ class Controller:
         worker.released_at = now
         self.placement.add(worker)
         self._pooled.add(worker.id)
+        stranded = self._stranded.get(worker.node)
+        if stranded:  # a paused actor can use only this node's workers: it goes first
+            actor_id = next(iter(stranded))
+            self._leave_queue(actor_id, now)
+            self._unpool(worker)
+            self.stats.stranded_local += 1
+            self._activate(self._actors[actor_id], worker, now, out)
+            return
         while self._waiting and len(self.placement):
             newest = self.admission.serve_newest_first(self._load(None, queued=False))
             actor_id = next(reversed(self._waiting)) if newest else next(iter(self._waiting))
@@ -1282,6 +1528,8 @@ class Controller:
             self._activate(actor, chosen, now, out)
 
     def _choose(self, actor: Actor) -> Worker | None:
+        if actor.paused_on is not None:
+            return self._choose_on_node(actor.paused_on)
         worker = self.placement.choose(actor, self)
         if worker is not None:
             self._pooled.discard(worker.id)

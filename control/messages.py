@@ -63,7 +63,61 @@ class PrewarmTimer(NamedTuple):
     generation: int
 
 
-Timer = IdleTimer | RequestDeadline | DeadlineSweep | RetryActivation | PrewarmTimer | ScaleTick
+class WakeDue(NamedTuple):
+    """Fires when a wake-up ``actor`` asked for comes due (stale if it was dropped)."""
+
+    actor: str
+    wake: int
+
+
+class WakePrewarm(NamedTuple):
+    """Fires ``lead_s`` before wake-up ``wake`` of ``actor``: restore it on a free worker."""
+
+    actor: str
+    wake: int
+
+
+class StrandedTimer(NamedTuple):
+    """Fires when ``actor``, paused on a node with no free worker, has waited long enough
+    for one there: its snapshot is uploaded so that it can be restored anywhere."""
+
+    actor: str
+    version: int
+
+
+class UploadTimer(NamedTuple):
+    """Fires when the paused snapshot ``version`` of ``actor`` has been idle long enough
+    to be uploaded (demoted from its node to remote storage)."""
+
+    actor: str
+    version: int
+
+
+Timer = (
+    IdleTimer
+    | RequestDeadline
+    | DeadlineSweep
+    | RetryActivation
+    | PrewarmTimer
+    | ScaleTick
+    | WakeDue
+    | WakePrewarm
+    | StrandedTimer
+    | UploadTimer
+)
+
+
+class Tier(StrEnum):
+    """Where a checkpoint keeps its snapshot.
+
+    ``REMOTE`` (suspend): uploaded to remote storage, restorable on any node.
+    ``LOCAL`` (pause): kept on the node that took it only, pinned in its cache: no
+    upload, a fast restore there, and nowhere else until an :class:`Upload`.
+    """
+
+    REMOTE = "remote"
+    LOCAL = "local"
+
 
 # ---------------------------------------------------------------- outcomes
 
@@ -109,12 +163,14 @@ class ActorCreated(NamedTuple):
 class RequestArrived(NamedTuple):
     """A request for ``actor`` reached the control plane.
 
-    ``arrived_at`` is when it reached the router; the router's timeout counts from then.
+    ``arrived_at`` is when it reached the router; the router's timeout counts from then,
+    or ``wait_s`` when given (a wake-up has no client waiting: it may wait longer).
     """
 
     request: int
     actor: str
     arrived_at: float
+    wait_s: float | None = None
 
 
 class ActivationFinished(NamedTuple):
@@ -139,6 +195,23 @@ class CheckpointFinished(NamedTuple):
     outcome: CheckpointOutcome = CheckpointOutcome.OK
     reason: str = ""
     snapshot_bytes: int = 0
+
+
+class UploadFinished(NamedTuple):
+    """The :class:`Upload` operation ``op`` ended (``ok``: the snapshot is remote now)."""
+
+    op: int
+    ok: bool = True
+    reason: str = ""
+
+
+class WakeScheduled(NamedTuple):
+    """``actor`` asks to be woken at time ``at`` (a timer, or work it set itself): the
+    controller delivers it then as :class:`DeliverWake`, and restores the actor ahead of
+    it when a worker is free."""
+
+    actor: str
+    at: float
 
 
 class SandboxStopped(NamedTuple):
@@ -249,6 +322,8 @@ Event = (
     | RequestFinished
     | CheckpointFinished
     | SandboxStopped
+    | UploadFinished
+    | WakeScheduled
     | TimerFired
     | WorkerAdded
     | WorkerRemoved
@@ -287,7 +362,8 @@ class Restore(NamedTuple):
 
 class Checkpoint(NamedTuple):
     """Checkpoint the idle ``actor`` (activation ``generation``) on ``worker`` as
-    snapshot ``version``, then free the worker. Answer with ``CheckpointFinished(op)``."""
+    snapshot ``version``, then free the worker. Answer with ``CheckpointFinished(op)``.
+    ``tier``: upload the snapshot (suspend) or keep it on ``node`` only (pause)."""
 
     actor: str
     worker: str
@@ -296,6 +372,28 @@ class Checkpoint(NamedTuple):
     snapshot_bytes: int
     op: int = 0
     generation: int = 0
+    tier: Tier = Tier.REMOTE
+
+
+class Upload(NamedTuple):
+    """Upload the paused snapshot ``version`` of ``actor`` from ``node`` to remote
+    storage (then it may be restored anywhere). Answer with ``UploadFinished(op)``."""
+
+    actor: str
+    node: str
+    version: int
+    snapshot_bytes: int
+    op: int
+
+
+class DeliverWake(NamedTuple):
+    """Wake-up ``wake`` of ``actor``, due at ``due``, is due: send the actor a request
+    (it may wait ``wait_s`` for its activation)."""
+
+    actor: str
+    wake: int
+    due: float
+    wait_s: float
 
 
 class StopSandbox(NamedTuple):
@@ -405,6 +503,8 @@ class AdminResult(NamedTuple):
 Command = (
     Restore
     | Checkpoint
+    | Upload
+    | DeliverWake
     | StopSandbox
     | Forward
     | Reject

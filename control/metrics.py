@@ -43,6 +43,7 @@ class RequestRow(NamedTuple):
     activation_s: float
     service_s: float
     total_s: float
+    wake: bool = False  # a wake-up the actor scheduled, not a client's request
 
 
 class ActivationRow(NamedTuple):
@@ -85,16 +86,17 @@ class CheckpointRow(NamedTuple):
     checkpoint_s: float  # runsc checkpoint
     upload_s: float  # describing and publishing the image to the snapshot store
     total_s: float
+    tier: str = "remote"  # "local": paused, kept on its node (no upload)
 
     @classmethod
     def of(
         cls, actor: str, worker: str, node: str, start_s: float, *, snapshot_bytes: int,
-        control_plane_s: float, checkpoint_s: float, upload_s: float,
+        control_plane_s: float, checkpoint_s: float, upload_s: float, tier: str = "remote",
     ) -> CheckpointRow:  # fmt: skip
         """The row; ``total_s`` is the sum of its parts."""
         total = control_plane_s + checkpoint_s + upload_s
         return cls(actor, worker, node, start_s, snapshot_bytes, control_plane_s,
-                   checkpoint_s, upload_s, total)  # fmt: skip
+                   checkpoint_s, upload_s, total, tier)  # fmt: skip
 
 
 class SampleRow(NamedTuple):
@@ -203,6 +205,7 @@ def summarize(
     samples: Table | None = None,
     billing: str = "pool",
     provisioned_s: float | None = None,
+    later_uploads: int = 0,
 ) -> dict[str, Any]:
     """The run summary (keys :data:`SUMMARY_KEYS`).
 
@@ -222,7 +225,8 @@ def summarize(
     ``provisioned_s``: the pool's integral when it was scaled (default: ``workers`` all
     along).
     ``snapshot_bytes_moved``: downloaded by activations that missed their node's cache
-    and uploaded by ``checkpoints`` (after the warm-up, as activations).
+    and uploaded by ``checkpoints`` (after the warm-up, as activations; paused ones
+    upload nothing) plus ``later_uploads`` bytes of paused snapshots uploaded since.
     ``snapshot_bytes_stored``: in the object store, at its peak and at the end (from
     ``samples``; None without them).
     ``policy_actions``: what the policies did (evictions, pre-warms).
@@ -235,7 +239,12 @@ def summarize(
     fetched = ~np.asarray(activations["cache_hit"], dtype=bool) & ~np.asarray(
         activations["cold"], dtype=bool
     )
-    uploaded = 0 if checkpoints is None else int(np.sum(checkpoints["snapshot_bytes"]))
+    uploaded = later_uploads
+    if checkpoints is not None:
+        sizes = np.asarray(checkpoints["snapshot_bytes"])
+        if "tier" in checkpoints:
+            sizes = sizes[np.asarray(checkpoints["tier"]) != "local"]
+        uploaded += int(np.sum(sizes))
     if billing not in ("pool", "occupied"):
         raise ValueError(f"billing: must be pool or occupied (got {billing!r})")
     pool_s = workers * duration_s if provisioned_s is None else provisioned_s

@@ -56,7 +56,8 @@ class Actor:
     counts activations (the fencing token of the newest one). ``failure`` is the last
     thing that went wrong with it, for operators; ``op`` is the operation the
     controller waits for while it is RESUMING or SUSPENDING. ``owner`` is the tenant
-    it belongs to ("" for none).
+    it belongs to ("" for none). ``paused_on`` names the node that holds its newest
+    snapshot when that snapshot was paused (kept there only, not uploaded).
     """
 
     id: str
@@ -79,6 +80,8 @@ class Actor:
     checkpoint_not_before: float = 0.0
     overdue: bool = False  # its checkpoint passed its deadline
     failure: str | None = None
+    paused_on: str | None = None  # the node holding its newest snapshot, if only there
+    upload_op: int | None = None  # the upload of its paused snapshot under way
 
 
 @dataclass(slots=True)

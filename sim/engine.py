@@ -8,7 +8,10 @@ carries out its commands with modeled latencies:
 * ``Restore``: download the snapshot unless the node caches it, restore it on the
   node's shared CPU, wait for readiness, report ``ActivationFinished``;
 * ``Checkpoint``: a control-plane call, checkpoint on the node's CPU, cache it
-  locally, upload it, report ``CheckpointFinished``;
+  locally, upload it, report ``CheckpointFinished``; a paused one (tier LOCAL) is kept
+  on its node, outside the cache's LRU, and not uploaded;
+* ``Upload``: a paused snapshot crosses the node's link to the object store;
+* ``DeliverWake``: a wake-up request for the actor (``wakeups`` schedules them);
 * ``Forward``: the actor serves the request for its service time;
 * ``SetTimer``: a SimPy timeout;
 * ``StopSandbox``: done at once (``SandboxStopped``).
@@ -44,6 +47,7 @@ from control.messages import (
     CheckpointFinished,
     CheckpointOutcome,
     Correction,
+    DeliverWake,
     DropActor,
     Event,
     Forward,
@@ -60,8 +64,12 @@ from control.messages import (
     SnapshotEvicted,
     StateLost,
     StopSandbox,
+    Tier,
     Timer,
     TimerFired,
+    Upload,
+    UploadFinished,
+    WakeScheduled,
     WorkerAdded,
     WorkerLost,
 )
@@ -85,6 +93,7 @@ from sim.resources import ByteLru, FluidShare, ServerPool
 from sim.snapshots import StoredSnapshots
 from workloads.base import Workload
 from workloads.sessions import Call, ClientCounts, Scripts, SessionPlayer
+from workloads.wakeups import WakeupSource
 
 Table = dict[str, np.ndarray]
 _OPEN = -1
@@ -108,16 +117,18 @@ class RunResult:
     reliability: dict[str, int] = field(default_factory=dict)  # fault and recovery counters
     policy_actions: dict[str, int] = field(default_factory=dict)  # evictions, pre-warms
     provisioned_worker_s: float | None = None  # with autoscaling: the pool's integral
+    later_uploads: int = 0  # bytes of paused snapshots uploaded after their checkpoint
 
 
 class _Node:
-    __slots__ = ("cache", "cpu", "id", "link")
+    __slots__ = ("cache", "cpu", "id", "link", "paused")
 
     def __init__(self, env: simpy.Environment, node_id: str, latency: LatencyModel) -> None:
         self.id = node_id
         self.cpu = FluidShare(env, latency.cpu_parallelism, per_job_cap=1.0)
         self.link = FluidShare(env, latency.link_bytes_per_s)
         self.cache = ByteLru(latency.cache_bytes)
+        self.paused: dict[str, tuple[int, int]] = {}  # actor -> (version, bytes), pinned
 
 
 class _RequestLog:
@@ -134,8 +145,9 @@ class _RequestLog:
         self.outcome = array("b")
         self.status = array("h")
         self.activated = array("b")
+        self.wake = array("b")
 
-    def add(self, now: float, actor: int, service: float) -> int:
+    def add(self, now: float, actor: int, service: float, *, wake: bool = False) -> int:
         rid = len(self.arrival)
         self.arrival.append(now)
         self.actor.append(actor)
@@ -147,6 +159,7 @@ class _RequestLog:
         self.outcome.append(_OPEN)
         self.status.append(0)
         self.activated.append(0)
+        self.wake.append(wake)
         return rid
 
 
@@ -158,6 +171,7 @@ class Simulation:
     (Agent Substrate); otherwise only for actors that are not running. ``progress``,
     if given, is called with the simulated time at every sample. ``retention`` decides
     which old snapshot versions the object store deletes (default: only the newest kept).
+    ``wakeups``: which actors wake themselves, how often (:mod:`workloads.wakeups`).
     """
 
     def __init__(
@@ -175,6 +189,7 @@ class Simulation:
         progress: Callable[[float], None] | None = None,
         faults: FaultModel | None = None,
         retention: RetentionPolicy | None = None,
+        wakeups: WakeupSource | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers: must be >= 1 (got {workers})")
@@ -245,6 +260,12 @@ class Simulation:
         self._idle_wakeups: dict[str, float] = {}  # actor -> when its wake-up is scheduled
         self._last_cp: dict[str, float] = {}  # actor -> control-plane time of its last request
         self.snapshots = StoredSnapshots(retention or KeepNewest(keep=1))
+        self.wakeups = wakeups or WakeupSource()
+        self._jitter = self.wakeups.jitter_stream(seed)
+        self._index_of: dict[str, int] = {}  # actors that wake themselves -> index
+        self._wake_rids: dict[int, float] = {}  # wake-up request id -> how long it may wait
+        self._paused_on: dict[str, str] = {}  # actor -> node holding its paused snapshot
+        self._later_uploads = 0
         self._open = 0
         self._arrivals_done = False
         self._done = self.env.event()
@@ -255,6 +276,8 @@ class Simulation:
             SetTimer: self._do_set_timer,
             Restore: lambda cmd: self.env.process(self._do_restore(cmd)),
             Checkpoint: lambda cmd: self.env.process(self._do_checkpoint(cmd)),
+            Upload: lambda cmd: self.env.process(self._do_upload(cmd)),
+            DeliverWake: self._do_wake,
             StopSandbox: self._do_stop,
             RetireWorker: self._do_retire,
             ProvisionWorkers: self._do_provision,
@@ -286,6 +309,7 @@ class Simulation:
             self.env.process(self._snapshot_gc())
         if self.faults.worker_loss_per_hour > 0:
             self.env.process(self._worker_losses())
+        self._first_wakeups()
         self.env.run(until=self._done)
         if self._open:
             raise RuntimeError(f"{self._open} requests never ended")  # pragma: no cover
@@ -312,6 +336,7 @@ class Simulation:
                 self._player.counts if self._player is not None else None,
             ),
             policy_actions=policy_actions(self.controller),
+            later_uploads=self._later_uploads,
         )  # fmt: skip
 
     def _create(self, index: int) -> None:
@@ -424,12 +449,18 @@ class Simulation:
 
     # ------------------------------------------------------------ requests
 
-    def _arrive(self, actor_index: int, service: float, call: Call | None = None) -> int:
-        """A request arrives (closed loop: as script ``call``); its id. It may be
-        forwarded at once, so everything about it is recorded before it is delivered."""
+    def _arrive(
+        self, actor_index: int, service: float, call: Call | None = None,
+        *, wake_wait_s: float | None = None,
+    ) -> int:  # fmt: skip
+        """A request arrives (closed loop: as script ``call``; a wake-up with
+        ``wake_wait_s``); its id. It may be forwarded at once, so everything about it is
+        recorded before it is delivered."""
         if not self._created[actor_index]:  # a session arriving: its actor exists from now
             self._create(actor_index)
-        rid = self._log.add(self.env.now, actor_index, service)
+        rid = self._log.add(self.env.now, actor_index, service, wake=wake_wait_s is not None)
+        if wake_wait_s is not None:
+            self._wake_rids[rid] = wake_wait_s
         if call is not None:
             self._calls[rid] = call
             assert self._player is not None and self._player.policy is not None
@@ -448,7 +479,7 @@ class Simulation:
         cp_s = self.env.now - arrived
         self._log.cp[rid] = cp_s
         self._last_cp[actor] = cp_s
-        self._dispatch(RequestArrived(rid, actor, arrived))
+        self._dispatch(RequestArrived(rid, actor, arrived, self._wake_rids.pop(rid, None)))
 
     def _do_forward(self, cmd: Forward) -> None:
         log, rid = self._log, cmd.request
@@ -485,6 +516,13 @@ class Simulation:
         log.status[rid] = status
         log.total[rid] = self.env.now - log.arrival[rid]
         self._open -= 1
+        if log.wake[rid] and not self._arrivals_done:  # the actor sets its next wake-up
+            jitter = self.wakeups.jitter_s * (2 * self._jitter.random() - 1)
+            wake = WakeScheduled(
+                self._ids[log.actor[rid]], self.env.now + self.wakeups.period_s + jitter
+            )
+            # After the commands being carried out now, not in between them.
+            self.env.timeout(0).callbacks.append(lambda _ev: self._dispatch(wake))
         call = self._calls.pop(rid, None)
         if call is not None:  # closed loop: the answer lets the agent go on
             assert self._player is not None
@@ -589,7 +627,9 @@ class Simulation:
         start = env.now
         cache_hit = False
         if not cmd.cold:
-            if node.cache.hit(cmd.actor, cmd.version):
+            if node.paused.get(cmd.actor, (0, 0))[0] == cmd.version or node.cache.hit(
+                cmd.actor, cmd.version
+            ):
                 cache_hit = True
             else:
                 yield from self._transfer(node, cmd.snapshot_bytes)
@@ -639,15 +679,53 @@ class Simulation:
             self._dispatch(CheckpointFinished(cmd.op, lost, "injected checkpoint failure"))
             return
         upload_from = env.now
-        self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
-        yield from self._transfer(node, cmd.snapshot_bytes)
-        self.snapshots.put(cmd.actor, cmd.version, cmd.snapshot_bytes)
+        self._unpause(cmd.actor)  # a newer snapshot supersedes a paused one
+        if cmd.tier is Tier.LOCAL:  # paused: kept on this node only, pinned
+            node.paused[cmd.actor] = (cmd.version, cmd.snapshot_bytes)
+            self._paused_on[cmd.actor] = node.id
+        else:
+            self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
+            yield from self._transfer(node, cmd.snapshot_bytes)
+            self.snapshots.put(cmd.actor, cmd.version, cmd.snapshot_bytes)
         self._checkpoints.append(CheckpointRow.of(
             cmd.actor, cmd.worker, cmd.node, start, snapshot_bytes=cmd.snapshot_bytes,
             control_plane_s=checkpoint_from - start, checkpoint_s=upload_from - checkpoint_from,
-            upload_s=env.now - upload_from,
+            upload_s=env.now - upload_from, tier=str(cmd.tier),
         ))  # fmt: skip
         self._dispatch(CheckpointFinished(cmd.op, snapshot_bytes=cmd.snapshot_bytes))
+
+    def _unpause(self, actor: str) -> None:
+        node = self._paused_on.pop(actor, None)
+        if node is not None:
+            del self._nodes[node].paused[actor]
+
+    def _do_upload(self, cmd: Upload) -> Generator[simpy.Event, Any, None]:
+        """Upload a paused snapshot from its node; it stays cached there (evictable now)."""
+        node = self._nodes[cmd.node]
+        yield from self._transfer(node, cmd.snapshot_bytes)
+        self._later_uploads += cmd.snapshot_bytes
+        self.snapshots.put(cmd.actor, cmd.version, cmd.snapshot_bytes)
+        if node.paused.get(cmd.actor, (0, 0))[0] == cmd.version:
+            self._unpause(cmd.actor)
+            self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
+        self._dispatch(UploadFinished(cmd.op))
+
+    # ------------------------------------------------------------ wake-ups
+
+    def _first_wakeups(self) -> None:
+        """Each actor that wakes itself schedules its first wake-up at the start."""
+        chosen, first = self.wakeups.plan(len(self._ids), self.seed)
+        for index, at in zip(chosen.tolist(), first.tolist(), strict=True):
+            if not self._created[index]:
+                self._create(index)
+            self._index_of[self._ids[index]] = index
+            self._dispatch(WakeScheduled(self._ids[index], at))
+
+    def _do_wake(self, cmd: DeliverWake) -> None:
+        if self._arrivals_done:
+            return  # the run is over: no new work
+        index = self._index_of[cmd.actor]
+        self._arrive(index, self.wakeups.service_s, wake_wait_s=cmd.wait_s)
 
     def _transfer(self, node: _Node, size: int) -> Generator[simpy.Event, Any, None]:
         first_byte = self._first_byte()
@@ -700,6 +778,7 @@ class Simulation:
             "activation_s": np.frombuffer(log.activation, dtype=np.float64),
             "service_s": np.frombuffer(log.service, dtype=np.float64),
             "total_s": np.frombuffer(log.total, dtype=np.float64),
+            "wake": np.frombuffer(log.wake, dtype=np.int8).astype(bool),
         }
 
 
@@ -713,6 +792,14 @@ def policy_actions(controller: Controller) -> dict[str, int]:
         "prewarms": stats.prewarms,
         "workers_started": stats.workers_started,
         "workers_retired": stats.workers_retired,
+        "pauses": stats.pauses,
+        "uploads": stats.uploads,
+        "strandings": stats.strandings,
+        "stranded_local": stats.stranded_local,
+        "wakeups_scheduled": stats.wakeups_scheduled,
+        "wakeups_delivered": stats.wakeups_delivered,
+        "wakeups_refused": stats.wakeups_refused,
+        "wake_prewarms": stats.wake_prewarms,
     }
 
 

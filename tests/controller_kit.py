@@ -27,6 +27,8 @@ def make(
     timeout=5.0,
     nodes=None,
     owners=None,
+    locality=None,
+    timers=None,
 ):
     # Not `placement or ...`: a placement pool with no free worker has len() 0 and is falsy.
     ctl = Controller(
@@ -34,6 +36,8 @@ def make(
         AfterEachRequest() if suspension is None else suspension,
         FailFast() if admission is None else admission,
         router_timeout_s=timeout,
+        locality=locality,
+        timers=timers,
     )
     for i, w in enumerate(workers):
         ctl.handle(WorkerAdded(w, nodes[i] if nodes else "n0"), 0.0)

@@ -46,6 +46,7 @@ from control.messages import (
     CheckpointFinished,
     CheckpointOutcome,
     Correction,
+    DeliverWake,
     DropActor,
     Forward,
     Observed,
@@ -68,6 +69,9 @@ from control.messages import (
     StopSandbox,
     SuspendRequested,
     TimerFired,
+    Upload,
+    UploadFinished,
+    WakeScheduled,
     WorkerAdded,
     WorkerLost,
     WorkerRemoved,
@@ -85,11 +89,13 @@ from control.policies import (
     Lazy,
     LruPlacement,
     ParkAndRetry,
+    PauseFirst,
     PredictivePrewarm,
     QueueWithDeadline,
     RandomPlacement,
     SnapshotLocalityPlacement,
 )
+from control.timers import TimerSettings
 
 PLACEMENTS = [lambda: RandomPlacement(3), LruPlacement, SnapshotLocalityPlacement]
 SUSPENSIONS = [
@@ -112,6 +118,12 @@ SCALINGS = [
     lambda: None,
     lambda: DemandScaler(max_workers=5, warm_buffer=1, interval_s=1.0, down_delay_s=2.0),
 ]
+LOCALITIES = [
+    lambda: None,
+    lambda: PauseFirst(wait_s=0.3, upload_after_s=2.0),
+    lambda: PauseFirst(wait_s=0.0, upload_after_s=None, pause_below_s=1.0, alpha=0.5),
+]
+TIMERS = TimerSettings(lead_s=0.3, wait_s=3.0, max_pending=2, max_after_s=20.0)
 ACTORS = [f"a{i}" for i in range(5)]
 NODES = ["n0", "n1"]
 HOLDS_WORKER = {ActorState.RESUMING, ActorState.RUNNING, ActorState.SUSPENDING}
@@ -134,12 +146,16 @@ class ControllerMachine(RuleBasedStateMachine):
         admission=st.sampled_from(ADMISSIONS),
         workers=st.integers(1, 4),
         scaling=st.sampled_from(SCALINGS),
+        locality=st.sampled_from(LOCALITIES),
     )
-    def setup(self, placement, suspension, admission, workers, scaling):
+    def setup(self, placement, suspension, admission, workers, scaling, locality):  # noqa: PLR0917
         self.ctl = Controller(
             placement(), suspension(), admission(), router_timeout_s=4.0, recovery=RECOVERY,
-            scaling=scaling(),
+            scaling=scaling(), locality=locality(), timers=TIMERS,
         )  # fmt: skip
+        self.uploads: list[Upload] = []
+        self.wakes: list[DeliverWake] = []
+        self.delivered_wakes: set[tuple[str, int]] = set()
         self.provisioning = 0  # workers the controller asked for, not joined yet
         self.tearing_down = False
         self.now = 0.0
@@ -173,6 +189,8 @@ class ControllerMachine(RuleBasedStateMachine):
     def carry_out(self, cmd):
         if isinstance(cmd, Restore):
             assert cmd.generation > self.generations.get(cmd.actor, 0), "generation went back"
+            paused_on = self.ctl.actor(cmd.actor).paused_on
+            assert paused_on in (None, cmd.node), f"{cmd.actor} paused on {paused_on}: {cmd}"
             self.generations[cmd.actor] = cmd.generation
             assert all(r.op != cmd.op for r in self.restores)
             self.restores.append(cmd)
@@ -215,6 +233,15 @@ class ControllerMachine(RuleBasedStateMachine):
             assert not alive, f"deleted {cmd.actor} while its sandbox runs on {alive}"
         elif isinstance(cmd, StateLost):
             assert self.ctl.actor(cmd.actor).state is not ActorState.RUNNING
+        elif isinstance(cmd, Upload):
+            actor = self.ctl.actor(cmd.actor)
+            assert actor.paused_on == cmd.node and actor.upload_op == cmd.op
+            self.uploads.append(cmd)
+        elif isinstance(cmd, DeliverWake):
+            assert (cmd.actor, cmd.wake) not in self.delivered_wakes, "a wake-up came twice"
+            assert cmd.due <= self.now
+            self.delivered_wakes.add((cmd.actor, cmd.wake))
+            self.wakes.append(cmd)
         elif isinstance(cmd, AdminResult | Correction):
             pass
         else:  # pragma: no cover - a new command type must be handled here
@@ -263,6 +290,27 @@ class ControllerMachine(RuleBasedStateMachine):
         rid = next(self.request_ids)
         self.arrived.add(rid)
         self.send(RequestArrived(rid, actor, self.now - (5.0 if late else 0.0)))
+
+    @rule(actor=st.sampled_from(["ghost", *ACTORS]), ahead=st.floats(-1.0, 30.0))
+    def actor_schedules_a_wakeup(self, actor, ahead):
+        self.send(WakeScheduled(actor, self.now + ahead))
+
+    @precondition(lambda self: self.wakes)
+    @rule(dt=st.floats(0, 0.5))
+    def wakeup_arrives(self, dt):
+        """A delivered wake-up reaches the control plane as a request."""
+        self.tick(dt)
+        cmd = self.wakes.pop(0)
+        rid = next(self.request_ids)
+        self.arrived.add(rid)
+        self.send(RequestArrived(rid, cmd.actor, self.now, wait_s=cmd.wait_s))
+
+    @precondition(lambda self: self.uploads)
+    @rule(data=st.data(), ok=st.booleans(), dt=st.floats(0, 0.5))
+    def upload_ends(self, data, ok, dt):
+        self.tick(dt)
+        cmd = self.uploads.pop(data.draw(st.integers(0, len(self.uploads) - 1)))
+        self.deliver(UploadFinished(cmd.op, ok=ok, reason="" if ok else "link down"))
 
     # One rule per outcome: Hypothesis chooses between rules far more evenly than
     # between the elements of a list, so every outcome really occurs.
@@ -477,7 +525,19 @@ class ControllerMachine(RuleBasedStateMachine):
         total = self.ctl.free_workers + len(hosts) + quarantined_empty
         assert total == len(self.ctl.workers())
         assert self.ctl.waiting_actors == 0 or self.ctl.free_workers == 0
+        for node, stranded in self.ctl.stranded().items():  # the queue's rule, per node
+            free_there = [
+                w.id for w in self.ctl.workers()
+                if w.node == node and w.actor is None and w.quarantined is None
+            ]  # fmt: skip
+            assert not free_there, f"{stranded} wait on {node} where {free_there} are free"
+            for actor_id in stranded:
+                actor = self.ctl.actor(actor_id)
+                assert actor.state is ActorState.SUSPENDED and actor.paused_on == node, actor
+                assert self.ctl.waiting_requests(actor_id) > 0, f"{actor_id} stranded for nothing"
+                assert actor_id not in self.ctl.queue()
         for actor_id in self.ctl.queue():
+            assert self.ctl.actor(actor_id).paused_on is None, "a paused actor in the queue"
             assert self.ctl.actor(actor_id).state is ActorState.SUSPENDED
             assert self.ctl.waiting_requests(actor_id) > 0, f"{actor_id} queued for nothing"
         policy = self.ctl.admission
@@ -529,6 +589,10 @@ class ControllerMachine(RuleBasedStateMachine):
                 cmd = self.stops.pop(0)
                 self.stop_ends(cmd)
                 self.send(SandboxStopped(cmd.op))
+            elif self.uploads:
+                self.send(UploadFinished(self.uploads.pop(0).op))
+            elif self.wakes:
+                self.wakeup_arrives(0.0)
             elif self.timers:
                 self.next_timer_fires()
             else:

@@ -138,6 +138,7 @@ def _on_request(
         timings["activation_s"],
         timings["service_s"],
         response_time / 1000,
+        False,  # Locust sends client requests, never wake-ups
     )
     _rows.append(row)
     if _stream is not None:

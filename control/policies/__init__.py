@@ -1,5 +1,6 @@
 """Pluggable scheduling policies: placement, suspension (with keep-alive), admission,
-scaling of the worker pool, and the retention of old snapshot versions.
+scaling of the worker pool, two-tier locality (pause or suspend), and the retention of
+old snapshot versions.
 
 Each policy family is a :class:`typing.Protocol` in :mod:`control.policies.base`;
 Hydra configs under ``conf/policy/`` choose an implementation by ``_target_``.
@@ -11,6 +12,7 @@ from control.policies.base import (
     AdmissionPolicy,
     Demand,
     Load,
+    LocalityPolicy,
     PlacementPolicy,
     Refuse,
     RetentionPolicy,
@@ -20,6 +22,7 @@ from control.policies.base import (
     Wait,
 )
 from control.policies.keepalive import GreedyDual, HybridHistogram, KeepRunning, PredictivePrewarm
+from control.policies.locality import PauseFirst
 from control.policies.placement import LruPlacement, RandomPlacement, SnapshotLocalityPlacement
 from control.policies.retention import KeepNewest
 from control.policies.scaling import DemandScaler
@@ -40,8 +43,10 @@ __all__ = [
     "KeepRunning",
     "Lazy",
     "Load",
+    "LocalityPolicy",
     "LruPlacement",
     "ParkAndRetry",
+    "PauseFirst",
     "PlacementPolicy",
     "PredictivePrewarm",
     "QueueWithDeadline",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
+from control.messages import Tier
 from control.model import Actor, Worker
 
 
@@ -122,6 +123,24 @@ class RetentionPolicy(Protocol):
 
     def to_delete(self, versions: Sequence[int]) -> list[int]:
         """Of an actor's stored ``versions`` (ascending), those to delete now."""
+        ...
+
+
+class LocalityPolicy(Protocol):
+    """Decides where a checkpoint keeps its snapshot (two tiers): on its node only
+    (paused: no upload, fast restore there, nowhere else) or in remote storage
+    (suspended: restorable anywhere), and how long a paused actor whose node has no free
+    worker waits for one there (delay scheduling) before its snapshot is uploaded."""
+
+    wait_s: float  # a stranded actor waits this long for a worker on its node
+    upload_after_s: float | None  # a paused snapshot idle this long is uploaded; None: never
+
+    def tier(self, actor: Actor, now: float) -> Tier:
+        """The tier of the checkpoint ``actor`` is about to take."""
+        ...
+
+    def on_request(self, actor: Actor, now: float) -> None:
+        """A request for ``actor`` arrived (a policy may learn its idle times)."""
         ...
 
 

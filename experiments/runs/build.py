@@ -18,11 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from control.controller import Controller, RecoverySettings
 from control.policies import EvictThenWait, KeepRunning, Lazy, RetentionPolicy
+from control.timers import TimerSettings
 from sim.faults import FaultModel, faults_from_config
 from sim.latency import LatencyModel, latency_from_config
 from workloads.agent import AgentWorkload
 from workloads.base import Workload
 from workloads.trace import TraceWorkload
+from workloads.wakeups import WakeupSource
 
 BACKENDS = ("sim", "local", "kind", "gke")
 CLUSTER_MODES = ("pool", "pod_per_actor")
@@ -37,8 +39,10 @@ POLICY_METHODS = {
     "admission": ("admit", "serve_newest_first"),
     "retention": ("to_delete", "gc_interval_s"),
     "scaling": ("target", "interval_s"),
+    "locality": ("tier", "on_request", "wait_s", "upload_after_s"),
 }
-REQUIRED_POLICIES = ("placement", "suspension", "admission", "retention")  # scaling: optional
+REQUIRED_POLICIES = ("placement", "suspension", "admission", "retention")
+OPTIONAL_POLICIES = ("scaling", "locality")  # an empty config: none
 
 
 CONTROLLER_POLICIES = ("placement", "suspension", "admission")  # retention: the drivers'
@@ -75,19 +79,24 @@ class RunSpec:
     warmup_s: float = 0.0  # requests and activations before it are left out of the metrics
     billing: str = "pool"  # worker_seconds.billed: "pool" (provisioned) or "occupied"
     replications: int = 1  # seeds seed .. seed + replications - 1 (experiments/runs/replicate.py)
+    timers: TimerSettings = field(default_factory=TimerSettings)
+    wakeups: WakeupSource = field(default_factory=WakeupSource)  # the simulator's wake-ups
 
     def make_controller(self, recovery: RecoverySettings | None = None) -> Controller:
         """A fresh controller with fresh policy instances (policies keep state);
         ``recovery`` replaces the configured deadlines (a real backend adds its own)."""
         policies = {k: instantiate(self._policy_cfg[k]) for k in CONTROLLER_POLICIES}
-        scaling = self._policy_cfg.get("scaling")
+        optional = {k: self._policy_cfg.get(k) for k in OPTIONAL_POLICIES}
+        made = {k: instantiate(c) if c is not None else None for k, c in optional.items()}
         return Controller(
             policies["placement"],
             policies["suspension"],
             policies["admission"],
             router_timeout_s=self.router_timeout_s,
             recovery=recovery or self.recovery,
-            scaling=instantiate(scaling) if scaling is not None else None,
+            scaling=made["scaling"],
+            locality=made["locality"],
+            timers=self.timers,
         )
 
     def make_retention(self) -> RetentionPolicy:
@@ -182,12 +191,18 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
     if unknown:
         raise ConfigError(f"policy: unknown {sorted(unknown)}; allowed: {sorted(POLICY_METHODS)}")
     names, instances = {}, {}
-    scaling_cfg = policy.get("scaling") or None  # none.yaml: empty, no autoscaling
-    if scaling_cfg is not None:
-        names["scaling"], instances["scaling"] = _policy("scaling", scaling_cfg)
-        if backend_name != "sim":
-            raise ConfigError("policy.scaling: autoscaling runs in the simulator only for now "
-                              "(use policy/scaling=none with a real backend)")  # fmt: skip
+    optional_cfg = {}
+    for kind in OPTIONAL_POLICIES:
+        chosen = policy.get(kind) or None  # none.yaml / suspend.yaml: empty
+        if chosen is not None:
+            optional_cfg[kind] = chosen
+            names[kind], instances[kind] = _policy(kind, chosen)
+    if "scaling" in optional_cfg and backend_name != "sim":
+        raise ConfigError("policy.scaling: autoscaling runs in the simulator only for now "
+                          "(use policy/scaling=none with a real backend)")  # fmt: skip
+    if "locality" in optional_cfg and backend_name not in ("sim", "local"):
+        raise ConfigError("policy.locality: pausing runs in the simulator and the local backend "
+                          "only for now (use policy/locality=suspend on a cluster)")  # fmt: skip
     for kind in REQUIRED_POLICIES:
         if kind not in policy:
             raise ConfigError(f"policy.{kind}: missing (choose with policy/{kind}=NAME)")
@@ -213,6 +228,7 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
     except ValueError as e:
         raise ConfigError(str(e)) from None
     recovery = recovery_from_config(raw.get("recovery"))
+    timers, wakeups = wakeups_from_config(raw.get("wakeups"))
     if mode == "pod_per_actor":  # a pod and a node per actor, billed while it exists
         if getattr(workload, "population", "fixed") != "fixed" or not hasattr(workload, "actors"):
             raise ConfigError("cluster.mode: pod_per_actor needs a fixed population of actors")
@@ -257,14 +273,36 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
         progress=None if progress == "auto" else bool(progress),
         config=raw,
         warnings=tuple(warnings),
-        _policy_cfg={k: policy[k] for k in REQUIRED_POLICIES}
-        | ({"scaling": scaling_cfg} if scaling_cfg is not None else {}),
+        _policy_cfg={k: policy[k] for k in REQUIRED_POLICIES} | optional_cfg,
         recovery=recovery,
         faults=faults,
         warmup_s=float(warmup_s),
         replications=replications,
         billing="occupied" if mode == "pod_per_actor" else "pool",
+        timers=timers,
+        wakeups=wakeups,
     )
+
+
+def wakeups_from_config(cfg: Any) -> tuple[TimerSettings, WakeupSource]:
+    """The ``wakeups`` section: the controller's timer settings and the simulator's source."""
+    if cfg is None:
+        return TimerSettings(), WakeupSource()
+    if not isinstance(cfg, Mapping):
+        raise ConfigError("wakeups: must be a mapping")
+    settings = set(TimerSettings.__dataclass_fields__)
+    allowed = settings | set(WakeupSource.__dataclass_fields__)
+    unknown = set(cfg) - allowed
+    if unknown:
+        raise ConfigError(f"wakeups: unknown {sorted(unknown)}; allowed: {sorted(allowed)}")
+    try:
+        timers = TimerSettings(**{k: v for k, v in cfg.items() if k in settings})
+        return timers, WakeupSource.from_config(cfg)
+    except ValueError as e:
+        message = str(e)
+        raise ConfigError(
+            message if message.startswith("wakeups.") else f"wakeups.{message}"
+        ) from None
 
 
 def recovery_from_config(cfg: Any) -> RecoverySettings:

@@ -46,6 +46,7 @@ def summary_of(result: RunResult, spec: RunSpec, *, backend: str, wall_s: float)
         samples=result.samples,
         billing=spec.billing,
         provisioned_s=result.provisioned_worker_s,
+        later_uploads=result.later_uploads,
     )
 
 
@@ -64,6 +65,7 @@ def make_simulation(spec: RunSpec, progress: Callable[[float], None] | None = No
         progress=progress,
         faults=spec.faults,
         retention=spec.make_retention(),
+        wakeups=spec.wakeups,
     )
 
 
