@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from control.messages import (
     Checkpoint,
     Command,
     Correction,
+    DeliverWake,
     DropActor,
     Event,
     Forward,
@@ -49,6 +51,9 @@ from control.messages import (
     StopSandbox,
     SuspendRequested,
     TimerFired,
+    Upload,
+    UploadFinished,
+    WakeScheduled,
 )
 from control.metrics import ActivationRow, CheckpointRow, RequestRow, SampleRow
 from control.model import ActorState
@@ -134,6 +139,9 @@ class ControlPlane:
         self._stopped = False  # closing: no new sandbox work, no timers
         # set when this control plane must stop acting (a cluster's deposed leader)
         self.deposed = asyncio.Event()
+        # Sends a due wake-up to its actor as a request (the router sets it).
+        self.wake_sender: Callable[[DeliverWake], Coroutine[Any, Any, None]] | None = None
+        self.bad_wake_headers = 0  # wake-up headers from actors that were not a number
 
     def now(self) -> float:
         """Seconds since the backend started (monotonic)."""
@@ -206,6 +214,11 @@ class ControlPlane:
     async def _retire_worker(self, worker: str) -> None:
         raise NotImplementedError
 
+    async def _upload(self, cmd: Upload) -> None:
+        """Move a paused snapshot to remote storage; a backend with no node-local tier
+        refuses (its config refuses ``policy.locality`` first)."""
+        self._report(UploadFinished(cmd.op, ok=False, reason="no node-local tier here"))
+
     async def wait_for_workers(self, count: int, timeout_s: float) -> None:
         """Until the controller has ``count`` workers (a cluster's pods join as they
         become ready); ``TimeoutError`` after ``timeout_s``."""
@@ -228,8 +241,9 @@ class ControlPlane:
 
     # ------------------------------------------------------------ requests (router)
 
-    async def admit(self, actor: str) -> Admission:
-        """Hand a request to the controller and wait for its decision."""
+    async def admit(self, actor: str, *, wait_s: float | None = None) -> Admission:
+        """Hand a request to the controller and wait for its decision (``wait_s``: how
+        long it may wait for its actor, a wake-up's own bound; None: the router's)."""
         self._ids += 1
         rid = self._ids
         arrived = self.now()
@@ -241,7 +255,7 @@ class ControlPlane:
                 # Substrate's router calls Resume on every request: a round trip to the
                 # control plane's state (its generation), which the request waits for
                 await self.state.offload(self.state.generation, actor)
-        self._dispatch(RequestArrived(rid, actor, arrived))
+        self._dispatch(RequestArrived(rid, actor, arrived, wait_s))
         decided = self.now()
         self._admission_s[actor] = decided - arrived
         decision = await future
@@ -283,14 +297,31 @@ class ControlPlane:
     def record_request(
         self, rid: int, actor: str, arrived: float, *, outcome: str, status: int,
         activated: bool, cp: float, queue: float = 0.0, activation: float = 0.0,
-        service: float = 0.0,
+        service: float = 0.0, wake: bool = False,
     ) -> None:  # fmt: skip
         """One row of the requests table, as the router saw the request end."""
         total = self.now() - arrived
         self.records.requests.append(
             RequestRow(rid, actor, arrived, outcome, status, activated, cp, queue, activation,
-                       service, total)
+                       service, total, wake)
         )  # fmt: skip
+
+    def schedule_wake(self, actor: str, after: str) -> bool:
+        """``actor`` answered with ``X-Actormux-Wake-After: after`` (seconds): schedule
+        it. The actor is not trusted: anything but a finite number > 0 is refused, and
+        the controller bounds how many and how far ahead. True if scheduled."""
+        try:
+            seconds = float(after)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            self.bad_wake_headers += 1
+            log.warning("%s asked for a wake-up after %r: not a number of seconds > 0",
+                        actor, after[:40])  # fmt: skip
+            return False
+        refused = self.ctl.stats.wakeups_refused
+        self._dispatch(WakeScheduled(actor, self.now() + seconds))
+        return self.ctl.stats.wakeups_refused == refused
 
     def record_activation(
         self, cmd: Restore, node: str, started: float, seconds: float, measured: MeasuredParts
@@ -349,6 +380,13 @@ class ControlPlane:
                 self._spawn(self._checkpoint(cmd))
             elif isinstance(cmd, StopSandbox):
                 self._spawn(self._stop_sandbox(cmd))
+            elif isinstance(cmd, Upload):
+                self._spawn(self._upload(cmd))
+            elif isinstance(cmd, DeliverWake):
+                if self.wake_sender is not None:
+                    self._spawn(self.wake_sender(cmd))
+                else:
+                    log.warning("wake-up of %s dropped: no router delivers it", cmd.actor)
             elif isinstance(cmd, DropActor):
                 self._spawn(self._drop(cmd.actor))
             elif isinstance(cmd, RetireWorker):

@@ -33,7 +33,14 @@ from gvisor_harness import (
 
 from backends.gvisor.names import BadActorId, WorkerNames, actor_from_host, check_actor_id
 from backends.local.cleanup import leftovers
-from control.policies import IdleTimeout, KeepNewest, PredictivePrewarm
+from control.policies import (
+    AfterEachRequest,
+    IdleTimeout,
+    KeepNewest,
+    PauseFirst,
+    PredictivePrewarm,
+)
+from control.timers import TimerSettings
 
 pytestmark = pytest.mark.usefixtures("gvisor")
 
@@ -249,6 +256,49 @@ def test_a_prewarm_restores_an_actor_before_its_next_call_and_retention_keeps_on
             assert headers["X-Actormux-Activated"] == "0"  # it was running already
             assert h.backend.ctl.stats.prewarms == 1
             assert len(h.backend.store.versions("c1")) == 1
+
+    asyncio.run(body())
+
+
+def test_an_actor_paused_then_uploaded_wakes_itself_and_no_header_trick_schedules_one(tmp_path):
+    """Two tiers and wake-ups through the real backend: each call is checkpointed as a
+    pause (one machine: the store is node-local), the idle paused snapshot is "uploaded"
+    (verified in place), the actor's answer asks for a wake-up in 4 s, the controller
+    restores it ahead and the router delivers POST /actormux/wake; no state is lost.
+    Wake-up headers that are not a sane number of seconds schedule nothing."""
+
+    async def body():
+        locality = PauseFirst(wait_s=0.2, upload_after_s=1.0)
+        timers = TimerSettings(lead_s=1.5, wait_s=30.0, max_after_s=3600.0)
+        async with harness(
+            tmp_path, suspension=AfterEachRequest(), locality=locality, timers=timers
+        ) as h:
+            ctl = h.backend.ctl
+            h.backend.create_actor("w1", "counter")
+            status, data, _ = await h.call("w1", path="/?wake_after=4")
+            assert status == 200 and json.loads(data) == {
+                "count": 1, "wakes": 0, "wake_after_s": "4", "generation": 1
+            }  # fmt: skip
+            assert len(ctl.pending_wakeups("w1")) == 1
+            await h.until(lambda: ctl.stats.uploads == 1, 15)  # paused, then uploaded
+            assert ctl.stats.pauses >= 1 and ctl.actor("w1").paused_on is None
+            await h.until(lambda: ctl.stats.wakeups_delivered == 1, 15)
+            await h.until(lambda: any(r.wake for r in h.backend.records.requests), 15)
+            woken = [r for r in h.backend.records.requests if r.wake]
+            assert [(r.outcome, r.activated) for r in woken] == [("ok", False)]  # pre-warmed
+            assert ctl.stats.wake_prewarms == 1
+            status, data, _ = await h.call("w1", method="GET")
+            reply = json.loads(data)
+            assert (reply["count"], reply["wakes"]) == (2, 1)  # the wake-up ran, nothing lost
+            # Header tricks: not a number, not finite, past the bound, CR/LF smuggling.
+            refused_before = ctl.stats.wakeups_refused
+            for value in ("nan", "1e12", "%0d%0aX-Evil:%201"):
+                status, _, headers = await h.call("w1", path=f"/?wake_after={value}")
+                assert status == 200 and "X-Evil" not in headers
+            assert ctl.pending_wakeups("w1") == []
+            assert (
+                h.backend.bad_wake_headers == 2 and ctl.stats.wakeups_refused == refused_before + 1
+            )
 
     asyncio.run(body())
 

@@ -68,6 +68,8 @@ from control.messages import (
     Restore,
     SandboxStopped,
     StopSandbox,
+    Upload,
+    UploadFinished,
     WorkerAdded,
 )
 from control.model import ActorState
@@ -326,6 +328,17 @@ class LocalBackend(ControlPlane):
 
     async def _retire_worker(self, worker: str) -> None:
         await netns.delete(self.workers.pop(worker))
+
+    async def _upload(self, cmd: Upload) -> None:
+        """One machine is one node: its snapshot store is node-local and every worker
+        restores from it, so a paused snapshot is already where a restore anywhere reads
+        it. Nothing moves; the version must be there (checked against its manifest)."""
+        try:
+            await asyncio.to_thread(self.store.verify, cmd.actor, cmd.version)
+        except SnapshotUnusable as e:
+            self._report(UploadFinished(cmd.op, ok=False, reason=str(e)))
+            return
+        self._report(UploadFinished(cmd.op))
 
     # ------------------------------------------------------------ restore
 

@@ -17,6 +17,11 @@ checkpoint destroys it):
 * the controller reports every forwarded request finished exactly once, whatever
   happens to the client.
 
+An actor asks to be woken later by answering with ``X-Actormux-Wake-After: SECONDS``
+(a finite number > 0; the controller bounds how many and how far ahead); when it is
+due the router sends it ``POST /actormux/wake`` through the same path as a client's
+request. Clients cannot set it: the router reads it from the actor's answer only.
+
 And nothing a client sends can hold the router: a request head must arrive within
 ``header_timeout_s`` and its body within ``body_timeout_s``, an idle keep-alive
 connection closes after ``idle_timeout_s``, and beyond ``max_connections`` new ones
@@ -30,6 +35,7 @@ import contextlib
 import itertools
 import logging
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +44,13 @@ import h11
 from backends.controlplane import ControlPlane
 from backends.gvisor.httpclient import ActorHTTPError, request
 from backends.gvisor.names import BadActorId, actor_from_host
-from control.messages import Reject
+from control.messages import DeliverWake, Reject
 
 log = logging.getLogger("actormux.router")
 ACTOR_METHODS = ("GET", "POST", "PUT", "DELETE")
 PASS_HEADERS = ("x-request-id", "x-actormux-service", "content-type")
+WAKE_AFTER_HEADER = "x-actormux-wake-after"  # an actor's answer asks for a wake-up
+WAKE_PATH = "/actormux/wake"  # where a due wake-up is sent to the actor
 REASONS = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Timeout",
            413: "Payload Too Large", 431: "Header Fields Too Large", 500: "Error",
            502: "Bad Gateway", 503: "Unavailable", 504: "Gateway Timeout"}  # fmt: skip
@@ -97,6 +105,7 @@ class Router:
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
+        backend.wake_sender = self.deliver_wake
 
     async def start(self, port: int, host: str = "127.0.0.1") -> None:
         """Listen on ``host:port`` (loopback)."""
@@ -290,18 +299,29 @@ class Router:
             return _Answer(405, f"actors serve {allow}\n".encode(), [("Allow", allow)])
         return await self._route(actor, method, target, headers, body)
 
+    async def deliver_wake(self, wake: DeliverWake) -> None:
+        """A wake-up the actor scheduled is due: ``POST /actormux/wake`` to it, through
+        the same path as a client's request (admission, activation, fencing, records)."""
+        headers = {"x-request-id": f"wake-{secrets.token_hex(8)}"}
+        answer = await self._route(
+            wake.actor, "POST", WAKE_PATH, headers, b"", wait_s=wake.wait_s, wake=True
+        )
+        if answer.status >= 400:
+            log.warning("wake-up %d of %s ended %d", wake.wake, wake.actor, answer.status)
+
     async def _route(
-        self, actor: str, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> _Answer:
+        self, actor: str, method: str, target: str, headers: dict[str, str], body: bytes,
+        *, wait_s: float | None = None, wake: bool = False,
+    ) -> _Answer:  # fmt: skip
         backend = self.backend
-        adm = await backend.admit(actor)
+        adm = await backend.admit(actor, wait_s=wait_s)
         cp = adm.decided_s - adm.arrived_s
         timings = [("X-Actormux-Control-Plane-S", f"{cp:.6f}")]
         decision = adm.decision
         if isinstance(decision, Reject):
             backend.record_request(
                 adm.request, actor, adm.arrived_s, outcome=decision.outcome,
-                status=decision.status, activated=False, cp=cp,
+                status=decision.status, activated=False, cp=cp, wake=wake,
             )  # fmt: skip
             return _Answer(decision.status, f"{decision.reason}\n".encode(), timings)
         ip, port = backend.address(decision.worker)
@@ -332,6 +352,9 @@ class Router:
                 backend.connection_failed(actor, actor_closed_first=True)
             if status < 400:
                 backend.acknowledged(actor, decision.generation, request_id)
+                wake_after = answer.headers.get(WAKE_AFTER_HEADER)
+                if wake_after is not None:
+                    backend.schedule_wake(actor, wake_after)
         except ActorHTTPError as e:
             backend.connection_failed(actor, actor_closed_first=e.actor_closed_first)
             status = 504 if e.timed_out else 502
@@ -346,7 +369,7 @@ class Router:
         backend.record_request(
             adm.request, actor, adm.arrived_s, outcome=outcome, status=status,
             activated=decision.activated, cp=cp, queue=decision.queue_s,
-            activation=decision.activation_s, service=service,
+            activation=decision.activation_s, service=service, wake=wake,
         )  # fmt: skip
         timings += [
             ("X-Actormux-Activated", "1" if decision.activated else "0"),

@@ -175,9 +175,13 @@ def _body(stream: BinaryIO, headers: dict[str, str]) -> bytes:
 
 def _send(conn: socket.socket, status: int, reply: dict[str, object]) -> None:
     data = (json.dumps(reply) + "\n").encode()
+    wake = reply.get("wake_after_s")  # the actor asks to be woken then
+    value = "".join(ch for ch in str(wake)[:32] if ch.isprintable())  # no CR/LF: one header
+    wake_header = f"X-Actormux-Wake-After: {value}\r\n" if wake is not None else ""
     head = (
         f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}\r\n"
         "Content-Type: application/json\r\n"
+        f"{wake_header}"
         f"Content-Length: {len(data)}\r\n\r\n"
     )
     conn.sendall(head.encode("latin-1") + data)
