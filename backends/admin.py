@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from backends.controlplane import ControlPlane
-from backends.gvisor.names import check_actor_id
+from backends.gvisor.names import check_actor_id, check_owner
 from control.messages import ActorDeleted, ResumeRequested, SuspendRequested
 from sim.engine import reliability_counters
 
@@ -36,7 +36,8 @@ def admin_app(backend: ControlPlane, *, token: str) -> web.Application:
         actor = backend.ctl.actor(actor_id)
         if actor is None:
             return None
-        return {"id": actor.id, "template": actor.template, "state": str(actor.state),
+        return {"id": actor.id, "template": actor.template, "owner": actor.owner,
+                "state": str(actor.state),
                 "worker": actor.worker, "snapshot_version": actor.snapshot_version,
                 "generation": actor.generation, "failure": actor.failure}  # fmt: skip
 
@@ -47,10 +48,13 @@ def admin_app(backend: ControlPlane, *, token: str) -> web.Application:
         try:
             spec = await req.json()
             actor, template = spec["id"], spec.get("template", "counter")
+            owner = spec.get("owner", "")
             check_actor_id(actor)
-            await backend.add_actor(actor, template)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            return web.json_response({"error": 'send {"id": ..., "template": ...}'}, status=400)
+            check_owner(owner)
+            await backend.add_actor(actor, template, owner=owner)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            error = 'send {"id": ..., "template": ..., "owner": ...}'
+            return web.json_response({"error": error}, status=400)
         except FileExistsError as e:
             return web.json_response({"error": str(e)}, status=409)
         except ValueError as e:

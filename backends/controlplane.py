@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.state import ControlState, LossRow
+from backends.state import ControlState, LossRow, WakeRow
 from control.controller import Controller
 from control.messages import (
     Abandon,
@@ -142,6 +142,7 @@ class ControlPlane:
         # Sends a due wake-up to its actor as a request (the router sets it).
         self.wake_sender: Callable[[DeliverWake], Coroutine[Any, Any, None]] | None = None
         self.bad_wake_headers = 0  # wake-up headers from actors that were not a number
+        self.restored_wakes = 0  # stored wake-ups a previous control plane left
 
     def now(self) -> float:
         """Seconds since the backend started (monotonic)."""
@@ -188,11 +189,11 @@ class ControlPlane:
         raise NotImplementedError
 
     async def add_actor(
-        self, actor: str, template: str, *, golden: GoldenImage | None = None
+        self, actor: str, template: str, *, golden: GoldenImage | None = None, owner: str = ""
     ) -> None:
         """A new actor (``FileExistsError`` if taken, ``ValueError`` for a bad id or
         template); with ``golden``, its first snapshot is a copy of that image, so its
-        first activation is a restore."""
+        first activation is a restore. ``owner``: its tenant (admission budgets)."""
         raise NotImplementedError
 
     def recover_actor(self, actor: str, version: int) -> AdminResult:
@@ -306,10 +307,12 @@ class ControlPlane:
                        service, total, wake)
         )  # fmt: skip
 
-    def schedule_wake(self, actor: str, after: str) -> bool:
+    async def schedule_wake(self, actor: str, after: str) -> bool:
         """``actor`` answered with ``X-Actormux-Wake-After: after`` (seconds): schedule
-        it. The actor is not trusted: anything but a finite number > 0 is refused, and
-        the controller bounds how many and how far ahead. True if scheduled."""
+        it, durably (the state keeps it until it is delivered; the router acknowledges
+        the answer only after this returns). The actor is not trusted: anything but a
+        finite number > 0 is refused, and the controller bounds how many and how far
+        ahead. True if scheduled."""
         try:
             seconds = float(after)
         except ValueError:
@@ -319,9 +322,39 @@ class ControlPlane:
             log.warning("%s asked for a wake-up after %r: not a number of seconds > 0",
                         actor, after[:40])  # fmt: skip
             return False
+        limit = self.ctl.timers.max_after_s
+        if seconds > limit:  # refused before anything is written
+            self._dispatch(WakeScheduled(actor, self.now() + seconds))
+            return False
+        wake = await self._write(self.state.add_wake, actor, time.time() + seconds)
+        return await self._schedule(WakeRow(wake, actor, time.time() + seconds))
+
+    async def _schedule(self, row: WakeRow) -> bool:
+        """Hand a stored wake-up to the controller; forget it if the controller refuses."""
         refused = self.ctl.stats.wakeups_refused
-        self._dispatch(WakeScheduled(actor, self.now() + seconds))
-        return self.ctl.stats.wakeups_refused == refused
+        at = self.now() + (row.at_unix - time.time())
+        self._dispatch(WakeScheduled(row.actor, at, key=str(row.id)))
+        if self.ctl.stats.wakeups_refused == refused:
+            return True
+        await self._write(self.state.remove_wake, row.id)
+        return False
+
+    async def restore_wakes(self) -> None:
+        """After :meth:`open`: hand the controller the wake-ups a previous control plane
+        stored and did not deliver (past ones come due at once)."""
+        rows = await self.state.offload(self.state.wakes)
+        self.restored_wakes = sum([await self._schedule(row) for row in rows])
+        if rows:
+            log.info("restored %d of %d stored wake-ups", self.restored_wakes, len(rows))
+
+    async def wake_done(self, wake: DeliverWake) -> None:
+        """The router sent a due wake-up to its actor (whatever the answer): forget it."""
+        if wake.key.isdigit():
+            await self._write(self.state.remove_wake, int(wake.key))
+
+    async def _write(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A write to the state, off the event loop (a cluster's also checks the fence)."""
+        return await self.state.offload(fn, *args, **kwargs)
 
     def record_activation(
         self, cmd: Restore, node: str, started: float, seconds: float, measured: MeasuredParts

@@ -264,7 +264,8 @@ class Controller:
         # node -> actor -> stranded since; and actor -> node.
         self._stranded: dict[str, OrderedDict[str, float]] = {}
         self._stranded_on: dict[str, str] = {}
-        self._wakes: dict[str, dict[int, float]] = {}  # actor -> wake id -> due time
+        # actor -> wake id -> (due time, the driver's key)
+        self._wakes: dict[str, dict[int, tuple[float, str]]] = {}
         self._wake_ids = 0
 
         self._handlers: dict[type, Callable[[Any, float, list[Command]], None]] = {
@@ -371,7 +372,7 @@ class Controller:
 
     def pending_wakeups(self, actor_id: str) -> list[float]:
         """When ``actor_id``'s scheduled wake-ups are due, soonest first."""
-        return sorted(self._wakes.get(actor_id, {}).values())
+        return sorted(due for due, _ in self._wakes.get(actor_id, {}).values())
 
     def waiting_requests(self, actor_id: str) -> int:
         """Requests held for ``actor_id`` until it is ready."""
@@ -747,7 +748,7 @@ class Controller:
             return
         due = max(ev.at, now)
         self._wake_ids += 1
-        self._wakes.setdefault(actor.id, {})[self._wake_ids] = due
+        self._wakes.setdefault(actor.id, {})[self._wake_ids] = (due, ev.key)
         self.stats.wakeups_scheduled += 1
         out.append(SetTimer(WakeDue(actor.id, self._wake_ids), due))
         if due - limits.lead_s > now:
@@ -760,7 +761,8 @@ class Controller:
         wakes = self._wakes.get(actor_id)
         if not wakes:
             return None
-        return min(wakes.items(), key=lambda item: (item[1], item[0]))
+        wake, (due, _) = min(wakes.items(), key=lambda item: (item[1][0], item[0]))
+        return wake, due
 
     def _wake_prewarm(self, actor: Actor, now: float, out: list[Command]) -> None:
         if self._try_prewarm(actor, now, out):
@@ -768,13 +770,14 @@ class Controller:
 
     def _wake_due(self, timer: WakeDue, now: float, out: list[Command]) -> None:
         wakes = self._wakes.get(timer.actor)
-        due = wakes.pop(timer.wake, None) if wakes is not None else None
-        if due is None:
+        entry = wakes.pop(timer.wake, None) if wakes is not None else None
+        if entry is None:
             return  # stale: its actor was deleted
         if not wakes:
             del self._wakes[timer.actor]
         self.stats.wakeups_delivered += 1
-        out.append(DeliverWake(timer.actor, timer.wake, due, self.timers.wait_s))
+        due, key = entry
+        out.append(DeliverWake(timer.actor, timer.wake, due, self.timers.wait_s, key))
 
     # ------------------------------------------------------------ two tiers
 

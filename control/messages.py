@@ -208,10 +208,12 @@ class UploadFinished(NamedTuple):
 class WakeScheduled(NamedTuple):
     """``actor`` asks to be woken at time ``at`` (a timer, or work it set itself): the
     controller delivers it then as :class:`DeliverWake`, and restores the actor ahead of
-    it when a worker is free."""
+    it when a worker is free. ``key`` is the driver's own name for it (e.g. the row that
+    keeps it across restarts), handed back with the delivery."""
 
     actor: str
     at: float
+    key: str = ""
 
 
 class SandboxStopped(NamedTuple):
@@ -387,13 +389,14 @@ class Upload(NamedTuple):
 
 
 class DeliverWake(NamedTuple):
-    """Wake-up ``wake`` of ``actor``, due at ``due``, is due: send the actor a request
-    (it may wait ``wait_s`` for its activation)."""
+    """Wake-up ``wake`` of ``actor`` (the driver's ``key``), due at ``due``, is due: send
+    the actor a request (it may wait ``wait_s`` for its activation)."""
 
     actor: str
     wake: int
     due: float
     wait_s: float
+    key: str = ""
 
 
 class StopSandbox(NamedTuple):

@@ -277,7 +277,7 @@ def test_an_actor_paused_then_uploaded_wakes_itself_and_no_header_trick_schedule
             h.backend.create_actor("w1", "counter")
             status, data, _ = await h.call("w1", path="/?wake_after=4")
             assert status == 200 and json.loads(data) == {
-                "count": 1, "wakes": 0, "wake_after_s": "4", "generation": 1
+                "count": 1, "wake_after_s": "4", "generation": 1
             }  # fmt: skip
             assert len(ctl.pending_wakeups("w1")) == 1
             await h.until(lambda: ctl.stats.uploads == 1, 15)  # paused, then uploaded
@@ -299,6 +299,48 @@ def test_an_actor_paused_then_uploaded_wakes_itself_and_no_header_trick_schedule
             assert (
                 h.backend.bad_wake_headers == 2 and ctl.stats.wakeups_refused == refused_before + 1
             )
+
+    asyncio.run(body())
+
+
+def test_a_stored_wakeup_and_the_owner_survive_a_restart_of_the_control_plane(tmp_path):
+    """A wake-up is written to the state before the answer that asked for it is
+    acknowledged; a new control plane on the same state dir delivers it (once) and
+    knows each actor's owner."""
+
+    async def body():
+        timers = TimerSettings(lead_s=0.5, wait_s=30.0)
+        async with harness(tmp_path, timers=timers) as h:
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            for bad in ("no spaces", "x" * 65, 7):  # an owner is a short name
+                spec = {"id": "s1", "owner": bad}
+                async with h.session.post(h.admin + "/actors", json=spec, headers=auth) as r:
+                    assert r.status == 400, bad
+            spec = {"id": "s1", "template": "counter", "owner": "tenant-a"}
+            async with h.session.post(h.admin + "/actors", json=spec, headers=auth) as r:
+                assert r.status == 201 and (await r.json())["owner"] == "tenant-a"
+            status, _, _ = await h.call("s1", path="/?wake_after=3")
+            assert status == 200
+            stored = await h.backend.state.offload(h.backend.state.wakes)
+            assert [w.actor for w in stored] == ["s1"]  # durable before the answer came
+            await h.suspend("s1")
+        async with harness(tmp_path, timers=timers) as h:  # a new control plane
+            state = h.backend.state
+            assert h.backend.ctl.actor("s1").owner == "tenant-a"
+            await h.until(lambda: h.backend.restored_wakes == 1, 10)
+
+            def woken():
+                return [r for r in h.backend.records.requests if r.wake]
+
+            await h.until(woken, 30)
+            assert [r.outcome for r in woken()] == ["ok"]
+            deadline = time.monotonic() + 10
+            while await state.offload(state.wakes):
+                assert time.monotonic() < deadline, "the delivered wake-up was kept"
+                await asyncio.sleep(0.05)
+            status, data, _ = await h.call("s1", method="GET")
+            reply = json.loads(data)
+            assert (reply["count"], reply["wakes"]) == (2, 1)
 
     asyncio.run(body())
 

@@ -224,6 +224,30 @@ def test_a_database_from_an_older_actormux_is_refused(tmp_path):
         StateDB(tmp_path / "old.sqlite")
 
 
+def test_a_version_2_database_is_migrated_and_keeps_its_actors(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v2.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '2');"
+        "CREATE TABLE actors (id TEXT PRIMARY KEY, template TEXT NOT NULL,"
+        " generation INTEGER NOT NULL DEFAULT 0, created_unix REAL NOT NULL);"
+        "INSERT INTO actors VALUES ('a1', 'counter', 7, 0);"
+    )
+    conn.commit()
+    conn.close()
+    db = StateDB(path)
+    assert [(r.id, r.generation, r.owner) for r in db.actors()] == [("a1", 7, "")]
+    db.add_actor("a2", "counter", "t1")
+    db.add_wake("a2", 123.0)
+    db.close()
+    again = StateDB(path)  # now at the current schema: opened as is
+    assert [r.owner for r in again.actors()] == ["", "t1"] and len(again.wakes()) == 1
+    again.close()
+
+
 def test_a_second_holder_is_refused_with_the_holders_pid_until_it_dies(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c",

@@ -39,6 +39,23 @@ def test_actors_are_listed_in_creation_order_and_ids_are_unique(state):
         state.generation("a")
 
 
+def test_owners_and_wakeups_are_kept_and_a_deleted_actor_takes_its_wakeups_along(state):
+    state.add_actor("a", "counter", "tenant-1")
+    state.add_actor("b", "counter")
+    assert [(row.id, row.owner) for row in state.actors()] == [("a", "tenant-1"), ("b", "")]
+    later = state.add_wake("a", 2000.5)
+    sooner = state.add_wake("b", 1000.25)
+    third = state.add_wake("a", 3000.0)
+    assert len({later, sooner, third}) == 3
+    assert [(w.id, w.actor, w.at_unix) for w in state.wakes()] == [
+        (sooner, "b", 1000.25), (later, "a", 2000.5), (third, "a", 3000.0),
+    ]  # fmt: skip
+    state.remove_wake(sooner)
+    state.remove_wake(sooner)  # delivered twice: harmless
+    state.delete_actor("a")
+    assert state.wakes() == []
+
+
 def test_an_activation_must_be_newer_than_the_fence(state):
     state.add_actor("a", "counter")
     state.begin_activation("a", 1, "a_g1_i0", "w0", "ns0")

@@ -18,6 +18,7 @@ MAX_INSTANCE = 49
 MAX_WORKERS = 64 * 256
 _NETNS = re.compile(re.escape(NETNS_PREFIX) + r"(?P<instance>\d{1,3})-w(?P<index>\d{1,6})")
 _ACTOR_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
+_OWNER = re.compile(r"[A-Za-z0-9_.-]{0,64}")
 
 
 class BadActorId(ValueError):  # noqa: N818 - reads better at call sites than BadActorIdError
@@ -36,6 +37,14 @@ def check_actor_id(actor_id: str) -> str:
             "starting and ending with a letter or digit"
         )
     return actor_id
+
+
+def check_owner(owner: str) -> str:
+    """Return ``owner`` (an actor's tenant) if it is at most 64 letters, digits, '_', '.'
+    or '-' ("" for none); else :class:`ValueError`."""
+    if not isinstance(owner, str) or not _OWNER.fullmatch(owner):
+        raise ValueError(f"bad owner {owner!r}: use at most 64 letters, digits, '_', '.' or '-'")
+    return owner
 
 
 def actor_from_host(host: str, domain: str) -> str:

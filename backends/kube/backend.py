@@ -34,7 +34,7 @@ from backends.agent.api import Checkpoint as CheckpointOrder
 from backends.agent.client import AgentClient, AgentRefused, AgentUnreachable, observe_agents
 from backends.controlplane import ControlPlane, GoldenImage, MeasuredParts
 from backends.gvisor.httpclient import ActorHTTPError
-from backends.gvisor.names import check_actor_id, sandbox_id
+from backends.gvisor.names import check_actor_id, check_owner, sandbox_id
 from backends.gvisor.probe import wait_ready
 from backends.kube.api import KubeAPIs, connect
 from backends.kube.lease import LeaseElector, LeaseSettings
@@ -234,8 +234,9 @@ class KubeBackend(ControlPlane):
             if version:
                 self._snapshots[row.id] = (version, found[version])
             self._dispatch(ActorCreated(row.id, row.template, found.get(version, 0), version,
-                                        row.generation))  # fmt: skip
+                                        row.generation, owner=row.owner))  # fmt: skip
         self._opened = True
+        self._spawn(self.restore_wakes())
         self._pool_thread = threading.Thread(
             target=self.pool.run, args=(self._pool_changed,), name="pod-watch", daemon=True
         )
@@ -333,11 +334,12 @@ class KubeBackend(ControlPlane):
             raise ValueError(f"unknown template {template!r}; allowed: {self.settings.templates}")
 
     async def add_actor(
-        self, actor: str, template: str, *, golden: GoldenImage | None = None
+        self, actor: str, template: str, *, golden: GoldenImage | None = None, owner: str = ""
     ) -> None:
         """A new actor: cold (its first activation starts from its template), or, with
         ``golden``, starting from a copy of that image made in the object store."""
         check_actor_id(actor)
+        check_owner(owner)
         self._check_template(template)
         if self.ctl.actor(actor) is not None:
             raise FileExistsError(f"actor {actor!r} already exists")
@@ -350,9 +352,9 @@ class KubeBackend(ControlPlane):
             )  # fmt: skip
             size, version = copied.bytes, 1
             self._snapshots[actor] = (version, size)
-        await self._write(self.state.add_actor, actor, template)
+        await self._write(self.state.add_actor, actor, template, owner)
         if self._opened:
-            self._dispatch(ActorCreated(actor, template, size, version))
+            self._dispatch(ActorCreated(actor, template, size, version, owner=owner))
 
     async def golden_image(self, template: str) -> GoldenImage:
         """A checkpoint of a fresh ``template`` actor, made through the first worker

@@ -1,6 +1,7 @@
-"""The control plane's durable state, in SQLite: actors (with their generation fence),
-sandboxes, activations, and reported losses. Snapshots are not recorded here: the
-snapshot store is their only source of truth (``store.py``).
+"""The control plane's durable state, in SQLite: actors (with their owner and
+generation fence), sandboxes, activations, reported losses and scheduled wake-ups.
+Snapshots are not recorded here: the snapshot store is their only source of truth
+(``store.py``).
 
 A restarted control plane reads it to know which actors exist, which sandboxes may
 still be running (to save them first) and the newest generation of every actor, so
@@ -21,16 +22,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from backends.state import ActorExists, ActorRow, LossRow, SandboxRow, StaleGeneration
+from backends.state import ActorExists, ActorRow, LossRow, SandboxRow, StaleGeneration, WakeRow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: actors.owner, wakes (a version 2 database is migrated)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS actors (
     id TEXT PRIMARY KEY,
     template TEXT NOT NULL,
     generation INTEGER NOT NULL DEFAULT 0,   -- newest activation: the fence
-    created_unix REAL NOT NULL
+    created_unix REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''           -- its tenant ('' for none)
+);
+CREATE TABLE IF NOT EXISTS wakes (
+    id INTEGER PRIMARY KEY,
+    actor TEXT NOT NULL,
+    at_unix REAL NOT NULL          -- when it is due (wall clock: it survives restarts)
 );
 CREATE TABLE IF NOT EXISTS sandboxes (
     id TEXT PRIMARY KEY,
@@ -88,6 +95,12 @@ class StateDB:
             if self.conn.execute("SELECT count(*) FROM actors").fetchone()[0]:
                 raise StateDBError(f"{path} was written by an older actormux; use a new state dir")
             self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) == 2:  # version 2 had no owners (its wakes table is new above)
+            with self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.execute("ALTER TABLE actors ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+                self.conn.execute("UPDATE meta SET value=? WHERE key='schema'",
+                                  (str(SCHEMA_VERSION),))  # fmt: skip
         elif int(row[0]) != SCHEMA_VERSION:
             raise StateDBError(f"{path} has schema {row[0]}, this actormux needs {SCHEMA_VERSION}")
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statedb")
@@ -105,12 +118,13 @@ class StateDB:
 
     # ------------------------------------------------------------ actors
 
-    def add_actor(self, actor: str, template: str) -> None:
+    def add_actor(self, actor: str, template: str, owner: str = "") -> None:
         """Record a new actor (:class:`ActorExists` if its id is taken)."""
         try:
             self.conn.execute(
-                "INSERT INTO actors (id, template, generation, created_unix) VALUES (?,?,0,?)",
-                (actor, template, time.time()),
+                "INSERT INTO actors (id, template, generation, created_unix, owner) "
+                "VALUES (?,?,0,?,?)",
+                (actor, template, time.time(), owner),
             )
         except sqlite3.IntegrityError:
             raise ActorExists(f"actor {actor!r} already exists") from None
@@ -118,7 +132,7 @@ class StateDB:
     def actors(self) -> list[ActorRow]:
         """Every actor, in creation order."""
         rows = self.conn.execute(
-            "SELECT id, template, generation FROM actors ORDER BY rowid"
+            "SELECT id, template, generation, owner FROM actors ORDER BY rowid"
         ).fetchall()
         return [ActorRow(*row) for row in rows]
 
@@ -140,8 +154,32 @@ class StateDB:
         )
 
     def delete_actor(self, actor: str) -> None:
-        """Forget an actor."""
-        self.conn.execute("DELETE FROM actors WHERE id=?", (actor,))
+        """Forget an actor (and its wake-ups)."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("DELETE FROM actors WHERE id=?", (actor,))
+            self.conn.execute("DELETE FROM wakes WHERE actor=?", (actor,))
+
+    # ------------------------------------------------------------ wake-ups
+
+    def add_wake(self, actor: str, at_unix: float) -> int:
+        """Record a wake-up ``actor`` scheduled for ``at_unix``; its id."""
+        cursor = self.conn.execute(
+            "INSERT INTO wakes (actor, at_unix) VALUES (?,?)", (actor, at_unix)
+        )
+        assert cursor.lastrowid is not None
+        return int(cursor.lastrowid)
+
+    def remove_wake(self, wake: int) -> None:
+        """A wake-up was delivered (or refused): forget it."""
+        self.conn.execute("DELETE FROM wakes WHERE id=?", (wake,))
+
+    def wakes(self) -> list[WakeRow]:
+        """Every wake-up not yet delivered, soonest first."""
+        rows = self.conn.execute(
+            "SELECT id, actor, at_unix FROM wakes ORDER BY at_unix, id"
+        ).fetchall()
+        return [WakeRow(*row) for row in rows]
 
     # ------------------------------------------------------------ sandboxes
 

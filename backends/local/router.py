@@ -302,12 +302,15 @@ class Router:
     async def deliver_wake(self, wake: DeliverWake) -> None:
         """A wake-up the actor scheduled is due: ``POST /actormux/wake`` to it, through
         the same path as a client's request (admission, activation, fencing, records)."""
-        headers = {"x-request-id": f"wake-{secrets.token_hex(8)}"}
+        # The same id if it is delivered again after a crash: the actor may dedupe it.
+        name = wake.key or secrets.token_hex(8)
+        headers = {"x-request-id": f"wake-{name}"}
         answer = await self._route(
             wake.actor, "POST", WAKE_PATH, headers, b"", wait_s=wake.wait_s, wake=True
         )
         if answer.status >= 400:
-            log.warning("wake-up %d of %s ended %d", wake.wake, wake.actor, answer.status)
+            log.warning("wake-up %s of %s ended %d", name, wake.actor, answer.status)
+        await self.backend.wake_done(wake)
 
     async def _route(
         self, actor: str, method: str, target: str, headers: dict[str, str], body: bytes,
@@ -354,7 +357,7 @@ class Router:
                 backend.acknowledged(actor, decision.generation, request_id)
                 wake_after = answer.headers.get(WAKE_AFTER_HEADER)
                 if wake_after is not None:
-                    backend.schedule_wake(actor, wake_after)
+                    await backend.schedule_wake(actor, wake_after)
         except ActorHTTPError as e:
             backend.connection_failed(actor, actor_closed_first=e.actor_closed_first)
             status = 504 if e.timed_out else 502

@@ -8,10 +8,11 @@
   holds, ``backends/kube/lease.py``) and Redis refuses a token older than one it has
   seen (:class:`Deposed`), in the same atomic step as the write.
 
-What is stored: actors with their generation fence (a restore raises it, a stale
-activation can never commit), the sandboxes that may be running, how activations went,
-and the losses reported. Snapshots are not recorded here: the snapshot store is their
-only source of truth.
+What is stored: actors with their owner and generation fence (a restore raises it, a
+stale activation can never commit), the sandboxes that may be running, how activations
+went, the losses reported, and the wake-ups actors scheduled (kept until delivered, so
+a restarted control plane delivers them still). Snapshots are not recorded here: the
+snapshot store is their only source of truth.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ class ActorRow:
     id: str
     template: str
     generation: int
+    owner: str = ""  # the tenant it belongs to ("" for none): admission may budget per owner
+
+
+@dataclass(frozen=True)
+class WakeRow:
+    """A wake-up an actor scheduled, not yet delivered."""
+
+    id: int
+    actor: str
+    at_unix: float
 
 
 @dataclass(frozen=True)
@@ -82,8 +93,19 @@ class ControlState(Protocol):
     def close(self) -> None:
         """Finish pending writes and let go of the store."""
 
-    def add_actor(self, actor: str, template: str) -> None:
+    def add_actor(self, actor: str, template: str, owner: str = "") -> None:
         """Record a new actor (:class:`ActorExists` if its id is taken)."""
+
+    def add_wake(self, actor: str, at_unix: float) -> int:
+        """Record a wake-up ``actor`` scheduled for ``at_unix``; its id."""
+        ...
+
+    def remove_wake(self, wake: int) -> None:
+        """A wake-up was delivered (or refused): forget it."""
+
+    def wakes(self) -> list[WakeRow]:
+        """Every wake-up not yet delivered, soonest first."""
+        ...
 
     def actors(self) -> list[ActorRow]:
         """Every actor, in creation order."""
@@ -101,7 +123,7 @@ class ControlState(Protocol):
         """Make ``generation`` at least the actor's newest."""
 
     def delete_actor(self, actor: str) -> None:
-        """Forget an actor."""
+        """Forget an actor (and its wake-ups)."""
 
     def begin_activation(
         self, actor: str, generation: int, sandbox: str, worker: str, netns: str

@@ -13,10 +13,11 @@ in one slot and the scripts may touch them together)::
     fence                  the highest fencing token seen
     seq                    a counter giving actors their creation order
     actors                 sorted set: actor id -> creation order
-    actor:<id>             hash: template, generation (the fence of its sandboxes)
+    actor:<id>             hash: template, owner, generation (the fence of its sandboxes)
     sandbox:<id>           hash: actor, worker, netns, generation, status, started_unix
     live                   sorted set: sandboxes not known to be stopped -> started_unix
     activations, losses    lists of JSON records, oldest first
+    wake_seq, wakes        a counter, and hash: wake-up id -> JSON {actor, at_unix}
 
 Durability: an acknowledged write must survive a Redis crash, so :class:`RedisState`
 checks that the server appends every write to its log and fsyncs it before replying
@@ -36,7 +37,15 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 
-from backends.state import ActorExists, ActorRow, Deposed, LossRow, SandboxRow, StaleGeneration
+from backends.state import (
+    ActorExists,
+    ActorRow,
+    Deposed,
+    LossRow,
+    SandboxRow,
+    StaleGeneration,
+    WakeRow,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -52,12 +61,22 @@ if token > fence then redis.call('SET', KEYS[1], ARGV[1]) end
 
 _SCRIPTS = {
     "claim": "return 1",
-    # KEYS: fence, seq, actors, actor:<id>; ARGV: token, id, template, now
+    # KEYS: fence, seq, actors, actor:<id>; ARGV: token, id, template, now, owner
     "add_actor": """
 if redis.call('EXISTS', KEYS[4]) == 1 then return redis.error_reply('EXISTS') end
 local order = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[3], order, ARGV[2])
-redis.call('HSET', KEYS[4], 'template', ARGV[3], 'generation', 0, 'created_unix', ARGV[4])
+redis.call('HSET', KEYS[4], 'template', ARGV[3], 'generation', 0, 'created_unix', ARGV[4],
+  'owner', ARGV[5])
+return 1""",
+    # KEYS: fence, wake_seq, wakes; ARGV: token, record (JSON); returns the new id
+    "add_wake": """
+local id = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[3], id, ARGV[2])
+return id""",
+    # KEYS: fence, wakes; ARGV: token, id
+    "remove_wake": """
+redis.call('HDEL', KEYS[2], ARGV[2])
 return 1""",
     # KEYS: fence, actor:<id>; ARGV: token, generation
     "raise_generation": """
@@ -183,12 +202,12 @@ class RedisState:
 
     # ------------------------------------------------------------ actors
 
-    def add_actor(self, actor: str, template: str) -> None:
+    def add_actor(self, actor: str, template: str, owner: str = "") -> None:
         """Record a new actor (:class:`ActorExists` if its id is taken)."""
         try:
             self._write(
                 "add_actor", [self._key("seq"), self._key("actors"), self._key("actor", actor)],
-                actor, template, time.time(),
+                actor, template, time.time(), owner,
             )  # fmt: skip
         except ActorExists:
             raise ActorExists(f"actor {actor!r} already exists") from None
@@ -198,11 +217,11 @@ class RedisState:
         ids = [str(actor) for actor in self.redis.zrange(self._key("actors"), 0, -1)]
         pipe = self.redis.pipeline(transaction=False)
         for actor in ids:
-            pipe.hmget(self._key("actor", actor), "template", "generation")
+            pipe.hmget(self._key("actor", actor), "template", "generation", "owner")
         rows = []
-        for actor, (template, generation) in zip(ids, pipe.execute(), strict=True):
+        for actor, (template, generation, owner) in zip(ids, pipe.execute(), strict=True):
             if template is not None:  # deleted between the two reads
-                rows.append(ActorRow(actor, template, int(generation)))
+                rows.append(ActorRow(actor, template, int(generation), owner or ""))
         return rows
 
     def has_actor(self, actor: str) -> bool:
@@ -221,8 +240,30 @@ class RedisState:
         self._write("raise_generation", [self._key("actor", actor)], generation)
 
     def delete_actor(self, actor: str) -> None:
-        """Forget an actor."""
+        """Forget an actor (and its wake-ups)."""
         self._write("delete_actor", [self._key("actors"), self._key("actor", actor)], actor)
+        for wake in self.wakes():
+            if wake.actor == actor:
+                self.remove_wake(wake.id)
+
+    # ------------------------------------------------------------ wake-ups
+
+    def add_wake(self, actor: str, at_unix: float) -> int:
+        """Record a wake-up ``actor`` scheduled for ``at_unix``; its id."""
+        record = json.dumps({"actor": actor, "at_unix": at_unix})
+        return int(self._write("add_wake", [self._key("wake_seq"), self._key("wakes")], record))
+
+    def remove_wake(self, wake: int) -> None:
+        """A wake-up was delivered (or refused): forget it."""
+        self._write("remove_wake", [self._key("wakes")], wake)
+
+    def wakes(self) -> list[WakeRow]:
+        """Every wake-up not yet delivered, soonest first."""
+        rows = []
+        for wake, raw in self.redis.hgetall(self._key("wakes")).items():
+            record = json.loads(raw)
+            rows.append(WakeRow(int(wake), record["actor"], float(record["at_unix"])))
+        return sorted(rows, key=lambda row: (row.at_unix, row.id))
 
     # ------------------------------------------------------------ sandboxes
 

@@ -93,6 +93,7 @@ def admin_main(argv: list[str]) -> int:
         default="counter",
         help="counter, agent or agent-<MiB> (one per backend.agent_state_mb); default counter",
     )
+    create.add_argument("--owner", default="", help="its tenant, for per-caller budgets")
     for name in ("show", "suspend", "resume", "delete"):
         sub.add_parser(name, help=f"{name} an actor").add_argument("actor")
     recover = sub.add_parser(
@@ -120,7 +121,8 @@ def admin_main(argv: list[str]) -> int:
     if args.command in routes:
         method, path, body = routes[args.command]
     elif args.command == "create":
-        method, path, body = "POST", "/actors", {"id": args.actor, "template": args.template}
+        body = {"id": args.actor, "template": args.template, "owner": args.owner}
+        method, path = "POST", "/actors"
     elif args.command == "show":
         method, path, body = "GET", f"/actors/{args.actor}", None
     elif args.command == "delete":

@@ -251,7 +251,8 @@ async def _run(
                 golden[t] = await backend.golden_image(t)
         for i, actor in enumerate(pop.ids):
             start_from = golden[templates[actor]] if pop.snapshot_version[i] else None
-            await backend.add_actor(actor, templates[actor], golden=start_from)
+            owner = pop.owners[i] if pop.owners is not None else ""
+            await backend.add_actor(actor, templates[actor], golden=start_from, owner=owner)
         backend.open()
         await backend.wait_for_workers(workers, timeout_s=600.0)
         await router.start(deployment.port)

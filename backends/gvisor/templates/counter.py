@@ -2,7 +2,8 @@
 
 A POST with ``?wake_after=SECONDS`` also asks the platform to wake the actor then (its
 answer carries ``wake_after_s``, which the server sends as ``X-Actormux-Wake-After``);
-a wake-up arrives as ``POST /actormux/wake`` and is counted in ``wakes``."""
+a wake-up arrives as ``POST /actormux/wake`` and is counted in ``wakes`` (in the
+answer once there has been one)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ class Counter:
                 after = parse_qs(url.query).get("wake_after")
                 if after:
                     reply["wake_after_s"] = after[0]
-            return 200, {"count": self.count, "wakes": self.wakes, **reply}
+            if self.wakes:
+                reply["wakes"] = self.wakes
+            return 200, {"count": self.count, **reply}
 
 
 if __name__ == "__main__":
