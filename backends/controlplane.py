@@ -39,6 +39,8 @@ from control.messages import (
     DropActor,
     Event,
     Forward,
+    ProvisionFailed,
+    ProvisionWorkers,
     RecoverRequested,
     Reject,
     RequestArrived,
@@ -214,6 +216,12 @@ class ControlPlane:
 
     async def _retire_worker(self, worker: str) -> None:
         raise NotImplementedError
+
+    async def _provision(self, number: int) -> None:
+        """Start ``number`` new workers, each reported with ``WorkerAdded(provisioned=True)``
+        (or ``ProvisionFailed``); a backend whose pool it does not grow refuses (its
+        config refuses ``policy.scaling`` first)."""
+        self._report(ProvisionFailed(number, "this backend does not add workers"))
 
     async def _upload(self, cmd: Upload) -> None:
         """Move a paused snapshot to remote storage; a backend with no node-local tier
@@ -415,6 +423,8 @@ class ControlPlane:
                 self._spawn(self._stop_sandbox(cmd))
             elif isinstance(cmd, Upload):
                 self._spawn(self._upload(cmd))
+            elif isinstance(cmd, ProvisionWorkers):
+                self._spawn(self._provision(cmd.number))
             elif isinstance(cmd, DeliverWake):
                 if self.wake_sender is not None:
                     self._spawn(self.wake_sender(cmd))

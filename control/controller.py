@@ -64,6 +64,7 @@ from control.messages import (
     IdleTimer,
     Observed,
     PrewarmTimer,
+    ProvisionFailed,
     ProvisionWorkers,
     RecoverRequested,
     Reject,
@@ -191,6 +192,7 @@ class ControllerStats:
     prewarms: int = 0  # activations the suspension policy asked for ahead of a request
     workers_started: int = 0  # by the scaling policy
     workers_retired: int = 0  # by the scaling policy
+    provision_failures: int = 0  # workers asked for that the driver could not start
     pauses: int = 0  # checkpoints kept on their node (tier LOCAL)
     uploads: int = 0  # paused snapshots uploaded (demoted, or for a stranded actor)
     failed_uploads: int = 0
@@ -279,6 +281,7 @@ class Controller:
             WakeScheduled: self._on_wake_scheduled,
             TimerFired: self._on_timer,
             WorkerAdded: self._on_worker_added,
+            ProvisionFailed: self._on_provision_failed,
             WorkerRemoved: self._on_worker_removed,
             WorkerLost: self._on_worker_lost,
             SnapshotCached: self._on_snapshot_cached,
@@ -964,6 +967,12 @@ class Controller:
         worker = Worker(ev.worker, ev.node, released_at=now)
         self._workers[worker.id] = worker
         self._release(worker, now, out)
+
+    def _on_provision_failed(self, ev: ProvisionFailed, now: float, out: list[Command]) -> None:
+        if ev.number < 1 or ev.number > self._starting:
+            raise ProtocolError(f"{ev.number} provisioned workers failed; {self._starting} asked")
+        self._starting -= ev.number
+        self.stats.provision_failures += ev.number
 
     def _on_worker_removed(self, ev: WorkerRemoved, now: float, out: list[Command]) -> None:
         worker = self._workers.get(ev.worker)

@@ -237,6 +237,13 @@ class WorkerAdded(NamedTuple):
     provisioned: bool = False
 
 
+class ProvisionFailed(NamedTuple):
+    """``number`` of the workers asked for with :class:`ProvisionWorkers` will not join."""
+
+    number: int
+    reason: str
+
+
 class WorkerRemoved(NamedTuple):
     """A worker slot should leave the pool (it drains first if it hosts an actor)."""
 
@@ -328,6 +335,7 @@ Event = (
     | WakeScheduled
     | TimerFired
     | WorkerAdded
+    | ProvisionFailed
     | WorkerRemoved
     | WorkerLost
     | SnapshotCached

@@ -76,7 +76,7 @@ class Harness:
 @asynccontextmanager
 async def harness(
     tmp_path: Path, *, workers: int = 2, suspension=None, recovery=None, limits=None,
-    extra_templates=(), locality=None, timers=None, **settings_changes,
+    extra_templates=(), locality=None, timers=None, scaling=None, **settings_changes,
 ) -> AsyncIterator[Harness]:  # fmt: skip
     settings = LocalSettings(
         state_dir=tmp_path / "state", runtime_dir=RUN_DIR, instance=INSTANCE, workers=workers,
@@ -85,7 +85,7 @@ async def harness(
     controller = Controller(
         LruPlacement(), suspension or Lazy(), QueueWithDeadline(20.0), router_timeout_s=30.0,
         recovery=recovery or RecoverySettings(forward_deadline_s=90.0), locality=locality,
-        timers=timers,
+        timers=timers, scaling=scaling,
     )  # fmt: skip
     backend_class = AgentLocalBackend if settings.worker_agents else LocalBackend
     backend = backend_class(settings, controller)

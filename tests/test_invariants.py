@@ -52,6 +52,7 @@ from control.messages import (
     Observed,
     ObservedSandbox,
     ObservedSnapshot,
+    ProvisionFailed,
     ProvisionWorkers,
     RecoverRequested,
     Reject,
@@ -469,6 +470,13 @@ class ControllerMachine(RuleBasedStateMachine):
         """A worker the scaling policy asked for has started and joins."""
         self.provisioning -= 1
         self.add_worker(provisioned=True)
+
+    @precondition(lambda self: getattr(self, "provisioning", 0) > 0)
+    @rule()
+    def provisioned_worker_fails_to_start(self):
+        """The driver could not start a worker it was asked for."""
+        self.provisioning -= 1
+        self.send(ProvisionFailed(1, "no room"))
 
     @rule(data=st.data(), change=st.sampled_from(["add", "remove", "lose"]))
     def pool_changes(self, data, change):

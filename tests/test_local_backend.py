@@ -31,10 +31,12 @@ from gvisor_harness import (
     wait_for,
 )
 
+from backends.gvisor import netns
 from backends.gvisor.names import BadActorId, WorkerNames, actor_from_host, check_actor_id
 from backends.local.cleanup import leftovers
 from control.policies import (
     AfterEachRequest,
+    DemandScaler,
     IdleTimeout,
     KeepNewest,
     PauseFirst,
@@ -341,6 +343,41 @@ def test_a_stored_wakeup_and_the_owner_survive_a_restart_of_the_control_plane(tm
             status, data, _ = await h.call("s1", method="GET")
             reply = json.loads(data)
             assert (reply["count"], reply["wakes"]) == (2, 1)
+
+    asyncio.run(body())
+
+
+def test_the_autoscaler_adds_worker_slots_under_demand_and_retires_them_after(tmp_path):
+    """policy/scaling on the local backend (worker agents, as configured by default):
+    three calls at once on one worker slot make the scaler ask for two more; each gets
+    its own namespace and agent, serves, and once idle (its actor suspended) is removed,
+    namespace and all."""
+
+    async def body():
+        scaler = DemandScaler(
+            min_workers=1, max_workers=3, warm_buffer=0, interval_s=0.5, down_delay_s=2.0
+        )
+        async with harness(
+            tmp_path, workers=1, scaling=scaler, suspension=IdleTimeout(ttl_s=1.0),
+            worker_agents=True,
+        ) as h:  # fmt: skip
+            ctl = h.backend.ctl
+            for actor in ("g1", "g2", "g3"):
+                h.backend.create_actor(actor, "counter")
+            slow = {"X-Actormux-Service": "2"}  # each call holds its actor 2 s
+            results = await asyncio.gather(*(h.call(a, **slow) for a in ("g1", "g2", "g3")))
+            assert [status for status, _, _ in results] == [200, 200, 200]
+            used = {headers["X-Actormux-Worker"] for _, _, headers in results}
+            assert len(used) >= 2 and ctl.stats.workers_started >= 1
+            assert ctl.stats.provision_failures == 0
+            await h.until(lambda: len(h.backend.workers) == 1 and not ctl.starting_workers, 30)
+            assert ctl.stats.workers_retired == ctl.stats.workers_started
+            mine = {w.netns for w in h.backend.workers.values()}
+            # the retired slots' namespaces go too (torn down right after)
+            await h.until(lambda: set(netns.ours(INSTANCE)) == mine, 10)
+            for actor in ("g1", "g2", "g3"):  # drained, not lost
+                status, data, _ = await h.call(actor, method="GET")
+                assert status == 200 and json.loads(data)["count"] == 1
 
     asyncio.run(body())
 

@@ -473,7 +473,7 @@ def test_pod_per_actor_gives_every_actor_a_worker_and_bills_only_occupied_ones(c
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["policy/scaling=demand", "backend=local"], "simulator only"),
+        (["policy/scaling=demand", "backend=kind"], "simulator and the local backend only"),
         (["cluster=pod_per_actor", "backend=local"], "simulated baseline"),
         (["cluster.mode=elastic"], "cluster.mode: unknown"),
         (["policy/scaling=demand", "policy.scaling.min_workers=-1"], "min_workers"),
@@ -525,3 +525,17 @@ def test_pinning_as_many_actors_as_there_are_workers_is_warned_about(compose_cfg
 
     assert "KeepRunning pins 8 actors on 8 workers" in warnings(8)
     assert "KeepRunning" not in warnings(2)
+
+
+def test_workers_that_fail_to_start_are_no_longer_counted_as_starting():
+    from control.messages import ProvisionFailed
+
+    ctl = make(actors="a")
+    ctl.scaling = DemandScaler(max_workers=4, warm_buffer=3, interval_s=1.0)
+    cmds = ctl.handle(TimerFired(ScaleTick(1.0)), 1.0)
+    # one worker, free: three wanted free, so two more
+    assert only(cmds, ProvisionWorkers).number == 2 and ctl.starting_workers == 2
+    ctl.handle(ProvisionFailed(1, "no room"), 1.5)
+    assert ctl.starting_workers == 1 and ctl.stats.provision_failures == 1
+    with pytest.raises(ProtocolError):
+        ctl.handle(ProvisionFailed(2, "more than were asked for"), 1.6)

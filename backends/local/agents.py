@@ -113,6 +113,8 @@ class AgentLocalBackend(LocalBackend):
         self.agents: dict[str, AgentProcess] = {}
         self._run = secrets.token_hex(4)  # op ids of this run never repeat an earlier one
         self._extra_ops = itertools.count(1)
+        # how agents log in: the token's file, the token, the state sizes they serve
+        self._agent_login: tuple[Path, str, int | tuple[int, ...]] | None = None
 
     # ------------------------------------------------------------ agent processes
 
@@ -133,6 +135,7 @@ class AgentLocalBackend(LocalBackend):
         token_file.touch(mode=0o600)
         token_file.write_text(token)
         sizes = settings.agent_state_mb
+        self._agent_login = (token_file, token, sizes)
         started = await asyncio.gather(
             *(self._start_agent(w, token_file, token, sizes) for w in self.workers.values()),
             return_exceptions=True,
@@ -195,6 +198,13 @@ class AgentLocalBackend(LocalBackend):
                 await agent.proc.wait()
         agent.pid_file.unlink(missing_ok=True)
         self.agents.pop(agent.worker.worker_id, None)
+
+    async def _start_worker(self, w: WorkerNames) -> None:
+        """A provisioned worker gets its agent, as the first ones did."""
+        if self._agent_login is None:
+            raise RuntimeError("the first agents have not started")
+        token_file, token, sizes = self._agent_login
+        await self._start_agent(w, token_file, token, sizes)
 
     async def _retire_worker(self, worker: str) -> None:
         agent = self.agents.get(worker)

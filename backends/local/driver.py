@@ -70,6 +70,7 @@ from control.messages import (
     Observed,
     ObservedSandbox,
     ObservedSnapshot,
+    ProvisionFailed,
     RecoverRequested,
     Restore,
     SandboxStopped,
@@ -138,6 +139,7 @@ class LocalBackend(ControlPlane):
         self._running: dict[str, str] = {}  # actor -> its serving sandbox
         self._sandboxes_of: dict[str, set[str]] = {}  # actor -> sandboxes maybe alive
         self._sandbox_worker: dict[str, str] = {}  # sandbox -> the worker it ran on
+        self._provisioning: set[int] = set()  # slot indices being added
 
     # ------------------------------------------------------------ lifecycle
 
@@ -339,6 +341,40 @@ class LocalBackend(ControlPlane):
 
     async def _retire_worker(self, worker: str) -> None:
         await netns.delete(self.workers.pop(worker))
+
+    async def _provision(self, number: int) -> None:
+        """New worker slots for the scaling policy: a namespace (and its bundles, and its
+        agent) each, numbered after the highest slot in use; nothing is ever shared with
+        a slot being retired."""
+        used = {int(w.worker_id.removeprefix("w")) for w in self.workers.values()}
+        first = max(used, default=-1) + 1 + len(self._provisioning)
+        indices = range(first, first + number)
+        self._provisioning.update(indices)
+        try:
+            await asyncio.gather(*(self._add_worker(i) for i in indices))
+        finally:
+            self._provisioning.difference_update(indices)
+
+    async def _add_worker(self, index: int) -> None:
+        w = WorkerNames(self.settings.instance, index)
+        try:
+            await netns.create(w)
+            for template in self.templates.values():
+                self.write_bundle(template, w)
+            await self._start_worker(w)
+        except Exception as e:  # the slot is unusable: remove what was made of it
+            log.error("worker %s did not start: %s", w.worker_id, e)
+            await netns.delete(w)
+            self._report(ProvisionFailed(1, f"{w.worker_id}: {e}"))
+            return
+        if self._stopped:
+            await netns.delete(w)
+            return
+        self.workers[w.worker_id] = w
+        self._report(WorkerAdded(w.worker_id, NODE, provisioned=True))
+
+    async def _start_worker(self, w: WorkerNames) -> None:
+        """Start whatever runs one new worker (nothing when runsc runs in-process)."""
 
     async def _upload(self, cmd: Upload) -> None:
         """One machine is one node: its snapshot store is node-local and every worker

@@ -197,12 +197,15 @@ def build(cfg: DictConfig | Mapping[str, Any], base_dir: Path | None = None) -> 
         if chosen is not None:
             optional_cfg[kind] = chosen
             names[kind], instances[kind] = _policy(kind, chosen)
-    if "scaling" in optional_cfg and backend_name != "sim":
-        raise ConfigError("policy.scaling: autoscaling runs in the simulator only for now "
-                          "(use policy/scaling=none with a real backend)")  # fmt: skip
-    if "locality" in optional_cfg and backend_name not in ("sim", "local"):
-        raise ConfigError("policy.locality: pausing runs in the simulator and the local backend "
-                          "only for now (use policy/locality=suspend on a cluster)")  # fmt: skip
+    cluster_refuses = {
+        "scaling": "autoscaling runs in the simulator and the local backend only for now "
+        "(policy/scaling=none on a cluster)",
+        "locality": "pausing runs in the simulator and the local backend only for now "
+        "(policy/locality=suspend on a cluster)",
+    }
+    for kind, why in cluster_refuses.items():
+        if kind in optional_cfg and backend_name not in ("sim", "local"):
+            raise ConfigError(f"policy.{kind}: {why}")
     for kind in REQUIRED_POLICIES:
         if kind not in policy:
             raise ConfigError(f"policy.{kind}: missing (choose with policy/{kind}=NAME)")
