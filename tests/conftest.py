@@ -20,6 +20,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gvisor" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real)
+            item.add_marker(pytest.mark.gvisor)
 
 
 @pytest.fixture

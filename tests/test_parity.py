@@ -59,9 +59,13 @@ def test_worker_utilization_is_over_the_plan_window():
 @dataclass
 class _Controller:
     occupied: float = 0.0
+    provisioned: float = 0.0
 
     def occupied_worker_seconds(self, now: float) -> float:
         return self.occupied
+
+    def provisioned_worker_seconds(self, now: float) -> float:
+        return self.provisioned
 
 
 @dataclass
@@ -77,23 +81,25 @@ class _Backend:
 
 
 def test_the_plan_window_ends_at_the_plan_duration_not_after_the_drain():
-    async def body() -> tuple[float, int]:
+    async def body() -> tuple[float, int, float]:
         backend = _Backend()
-        backend.ctl.occupied, backend.control_plane_calls = 5.0, 2  # before the load
+        ctl = backend.ctl
+        ctl.occupied, backend.control_plane_calls, ctl.provisioned = 5.0, 2, 8.0  # before
         window = PlanWindow.open(backend, 0.05)  # type: ignore[arg-type]
-        backend.ctl.occupied, backend.control_plane_calls = 9.0, 7  # during the plan
+        ctl.occupied, backend.control_plane_calls, ctl.provisioned = 9.0, 7, 20.0  # during
         await asyncio.sleep(0.2)
-        backend.ctl.occupied, backend.control_plane_calls = 30.0, 50  # the drain
+        ctl.occupied, backend.control_plane_calls, ctl.provisioned = 30.0, 50, 99.0  # drain
         return window.close()
 
-    assert asyncio.run(body()) == (4.0, 5)
+    assert asyncio.run(body()) == (4.0, 5, 12.0)
 
 
 def test_a_load_that_ends_early_closes_its_window_then():
-    async def body() -> tuple[float, int]:
+    async def body() -> tuple[float, int, float]:
         backend = _Backend()
         window = PlanWindow.open(backend, 60.0)  # type: ignore[arg-type]
         backend.ctl.occupied, backend.control_plane_calls = 3.0, 1
+        backend.ctl.provisioned = 6.5
         return window.close()
 
-    assert asyncio.run(body()) == (3.0, 1)
+    assert asyncio.run(body()) == (3.0, 1, 6.5)

@@ -74,16 +74,18 @@ class Verification:
 
 @dataclass
 class PlanWindow:
-    """Occupied worker-seconds and control-plane calls over the plan's window (from the
-    start of the load to ``duration_s`` later, not the drain after it), as the
-    simulator measures them: taken when the window ends, or at :meth:`close` if the
-    load ended first."""
+    """Occupied worker-seconds, control-plane calls and provisioned worker-seconds (the
+    pool, which the scaling policy may change) over the plan's window (from the start
+    of the load to ``duration_s`` later, not the drain after it), as the simulator
+    measures them: taken when the window ends, or at :meth:`close` if the load ended
+    first."""
 
     backend: ControlPlane
     start_s: float
     occupied_from: float
     calls_from: int
-    taken: tuple[float, int] | None = None
+    provisioned_from: float = 0.0
+    taken: tuple[float, int, float] | None = None
     timer: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -91,7 +93,8 @@ class PlanWindow:
         """Start the window now."""
         start = backend.now()
         window = cls(backend, start, backend.ctl.occupied_worker_seconds(start),
-                     backend.control_plane_calls)  # fmt: skip
+                     backend.control_plane_calls,
+                     backend.ctl.provisioned_worker_seconds(start))  # fmt: skip
         window.timer = asyncio.get_running_loop().call_later(duration_s, window._take)
         return window
 
@@ -101,10 +104,12 @@ class PlanWindow:
             self.taken = (
                 self.backend.ctl.occupied_worker_seconds(now) - self.occupied_from,
                 self.backend.control_plane_calls - self.calls_from,
+                self.backend.ctl.provisioned_worker_seconds(now) - self.provisioned_from,
             )
 
-    def close(self) -> tuple[float, int]:
-        """Occupied worker-seconds and control-plane calls in the window."""
+    def close(self) -> tuple[float, int, float]:
+        """Occupied worker-seconds, control-plane calls and provisioned worker-seconds
+        in the window."""
         if self.timer is not None:
             self.timer.cancel()
         self._take()
@@ -274,7 +279,8 @@ async def _run(
             actor_domain=deployment.actor_domain,
             request_timeout_s=deployment.request_timeout_s + 30,
         )
-        occupied, cp_calls = window.close()
+        occupied, cp_calls, provisioned = window.close()
+        scaled = backend.ctl.scaling is not None
         # Requests the agents stopped waiting for are still being carried out: as in the
         # simulator, the run drains until every request has ended (and is recorded).
         drain_until = backend.now() + deployment.request_timeout_s + 30
@@ -318,7 +324,12 @@ async def _run(
             actors=len(pop),
             workers=workers,
             duration_s=plan.duration_s,
-            worker_utilization=worker_utilization(occupied, workers, plan.duration_s),
+            worker_utilization=(
+                occupied / provisioned
+                if scaled and provisioned > 0
+                else worker_utilization(occupied, workers, plan.duration_s)
+            ),
+            provisioned_worker_s=provisioned if scaled else None,
             control_plane_calls=cp_calls,
             events=backend.ctl.stats.events,
             reliability=reliability_counters(
