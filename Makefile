@@ -52,14 +52,16 @@ typecheck: $(VENV)/.dev
 
 # The tests that need no real sandbox, server or Locust run on both cores; then the real
 # ones in two lanes at once: gVisor sandboxes one at a time (their timing and their
-# backend instance need the machine), and beside them the real servers, Locust and
-# processes that use little CPU (their output follows).
+# backend instance need the machine; with them the `serial` tests, racy under load),
+# and beside them the real servers, Locust and processes that use little CPU (their
+# output follows).
 LANE2_LOG = .pytest-servers.log
 pytest: $(VENV)/.dev
 	$(BIN)/pytest -m "not real" -n 2 --durations=10
-	$(BIN)/pytest -m "real and not gvisor" -p no:cacheprovider --durations=5 > $(LANE2_LOG) 2>&1 & \
+	$(BIN)/pytest -m "real and not gvisor and not serial" -p no:cacheprovider --durations=5 \
+	  > $(LANE2_LOG) 2>&1 & \
 	  servers=$$!; \
-	  $(BIN)/pytest -m "real and gvisor" --durations=25; sandboxes=$$?; \
+	  $(BIN)/pytest -m "real and (gvisor or serial)" --durations=25; sandboxes=$$?; \
 	  wait $$servers; second=$$?; \
 	  echo "---- real servers, Locust and processes (ran beside the gVisor tests) ----"; \
 	  cat $(LANE2_LOG); rm -f $(LANE2_LOG); \

@@ -19,7 +19,11 @@ from backends.kube.pool import AGENT_PORT_ANNOTATION, Change, PodPool, PoolSetti
 from backends.state import Deposed
 from backends.state.redis_state import RedisState
 
-pytestmark = pytest.mark.real  # starts servers or processes: run one at a time
+# real: an API server emulator process. serial: not beside the gVisor tests, as its
+# emulator streams only the watch events after a watch starts (the real API server
+# replays those after the listed resourceVersion): under load a change between the
+# pool's list and its watch is missed until the next relist (seen once in CI).
+pytestmark = [pytest.mark.real, pytest.mark.serial]
 
 
 @pytest.fixture(scope="module")
