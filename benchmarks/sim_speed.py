@@ -95,6 +95,8 @@ def main() -> None:
     simpy_events = next(sim.env._eid)  # events SimPy scheduled (private counter)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     requests, activations = len(result.requests["request"]), len(result.activations["total_s"])
+    ok = int((result.requests["outcome"] == "ok").sum())  # a speed of a fleet that fails
+    # most requests says little: the JSON says how much of the load was served
     del sim, result  # the loop should not pay for the simulator's records in GC passes
     gc.collect()
 
@@ -113,6 +115,7 @@ def main() -> None:
             "nodes": spec.nodes,
             "simulated_s": spec.duration_s,
             "requests": requests,
+            "ok_fraction": round(ok / requests, 6) if requests else None,
             "activations": activations,
         },
         "sim": {
@@ -146,7 +149,10 @@ def main() -> None:
     print(
         f"scenario: {sc['actors']:,} actors, {sc['workers']:,} workers, {sc['simulated_s']:.0f} s"
     )
-    print(f"  requests {sc['requests']:,}, activations {sc['activations']:,}")
+    print(
+        f"  requests {sc['requests']:,} ({sc['ok_fraction']:.2%} ok), "
+        f"activations {sc['activations']:,}"
+    )
     print(f"simulator: {s['wall_s']} s wall, {s['controller_events']:,} controller events")
     print(
         f"  {s['controller_events_per_s']:,} controller events/s, "
