@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backends.gvisor.runsc import Runsc
-from backends.gvisor.tcpstate import connections_to
+from backends.gvisor.tcpstate import connections_to, open_connections
 from backends.local.cleanup import CleanupRefused, cleanup
 from backends.local.db import StateDB, StateDBError
 from backends.local.lock import DirectoryLock, InstanceBusy
@@ -312,6 +312,33 @@ def test_tcp_states_are_read_from_the_kernel_for_one_peer():
     assert set(connections_to("127.0.0.1", port)) == {"TIME_WAIT"}
     listener.close()
     assert os.path.exists("/proc/net/tcp")
+
+
+def test_a_connection_we_closed_first_is_waited_for_and_an_open_one_is_not():
+    """Right after an answer the host end is in FIN_WAIT2 until the actor's FIN comes: a
+    checkpoint waits for it (briefly) instead of declining; an open one is reported."""
+
+    async def body() -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        server, _ = listener.accept()
+        started = time.monotonic()
+        assert await open_connections("127.0.0.1", port, settle_s=5) == ["ESTABLISHED"]
+        assert time.monotonic() - started < 1  # not waited for: it will not end by itself
+        client.close()  # ours is FIN_WAIT2 now; the peer closes 0.3 s later
+        asyncio.get_running_loop().call_later(0.3, server.close)
+        assert await open_connections("127.0.0.1", port, settle_s=5) == []
+        assert set(connections_to("127.0.0.1", port)) == {"TIME_WAIT"}
+
+        again = socket.create_connection(("127.0.0.1", port))
+        peer, _ = listener.accept()
+        again.close()  # a peer that never closes: reported once the wait is over
+        assert await open_connections("127.0.0.1", port, settle_s=0.2) == ["FIN_WAIT2"]
+        peer.close()
+        listener.close()
+
+    asyncio.run(body())
 
 
 def test_a_stopped_process_is_alive_and_a_zombie_is_not():

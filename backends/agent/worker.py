@@ -384,8 +384,7 @@ class WorkerAgent:
 
     async def _why_not_checkpoint(self, running: _Running) -> str | None:
         ip, port = self.w.actor_ip, self.settings.actor_port
-        states = await asyncio.to_thread(tcpstate.connections_to, ip, port)
-        open_ = sorted({s for s in states if s != "TIME_WAIT"})
+        open_ = await tcpstate.open_connections(ip, port)
         if open_:
             return f"connections to it are not closed ({', '.join(open_)})"
         memory = await asyncio.to_thread(self.runsc.memory_bytes, running.sandbox) or 0

@@ -14,6 +14,7 @@ kernel's SOCK_DESTROY, via ``ss -K``) once the sandbox is gone.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from pathlib import Path
@@ -44,6 +45,37 @@ def connections_to(ip: str, port: int, table: Path = Path("/proc/net/tcp")) -> l
             if len(fields) > 3 and fields[2] == want:
                 found.append(STATES.get(fields[3], fields[3]))
     return found
+
+
+# The host closed first and the actor's FIN or last ACK is on its way: these end on
+# their own within a round trip of the actor's netstack (slower on a loaded machine).
+CLOSING = frozenset({"FIN_WAIT1", "FIN_WAIT2", "CLOSING", "LAST_ACK"})
+SETTLE_S = 1.0  # how long a checkpoint waits for those before it is declined
+
+
+async def open_connections(
+    ip: str,
+    port: int,
+    *,
+    settle_s: float = SETTLE_S,
+    poll_s: float = 0.02,
+    table: Path = Path("/proc/net/tcp"),
+) -> list[str]:
+    """States (sorted, distinct) of the connections to ``ip:port`` that are not closed.
+
+    TIME_WAIT counts as closed (the actor's end is gone). While every open one is
+    merely closing (:data:`CLOSING`), wait up to ``settle_s`` for it to finish: right
+    after an answer the actor's FIN may still be in flight (a checkpoint declined for
+    that failed once in CI). An ESTABLISHED or CLOSE_WAIT one is returned at once."""
+    deadline = asyncio.get_running_loop().time() + settle_s
+    while True:
+        states = await asyncio.to_thread(connections_to, ip, port, table)
+        open_ = sorted({state for state in states if state != "TIME_WAIT"})
+        if not open_ or not CLOSING.issuperset(open_):
+            return open_
+        if asyncio.get_running_loop().time() >= deadline:
+            return open_
+        await asyncio.sleep(poll_s)
 
 
 def destroy_connections(ip: str, port: int) -> None:

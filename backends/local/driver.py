@@ -586,8 +586,7 @@ class LocalBackend(ControlPlane):
             if not await wait_idle(w.actor_ip, port, timeout_s=DIRTY_SETTLE_S):
                 return "it still holds a connection open after a failed request"
             self._dirty.discard(actor)
-        states = await asyncio.to_thread(tcpstate.connections_to, w.actor_ip, port)
-        open_ = sorted({s for s in states if s != "TIME_WAIT"})
+        open_ = await tcpstate.open_connections(w.actor_ip, port)
         if open_:
             self._dirty.add(actor)
             return f"connections to it are not closed ({', '.join(open_)})"
