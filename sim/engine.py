@@ -28,8 +28,9 @@ ended (the router timeout bounds that).
 from __future__ import annotations
 
 import functools
-from array import array
-from collections.abc import Callable, Generator
+import gc
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -74,8 +75,6 @@ from control.messages import (
     WorkerLost,
 )
 from control.metrics import (
-    ACTIVATION_COLUMNS,
-    CHECKPOINT_COLUMNS,
     OUTCOMES,
     SAMPLE_COLUMNS,
     ActivationRow,
@@ -86,9 +85,11 @@ from control.metrics import (
 )
 from control.model import ActorState
 from control.policies import KeepNewest, RetentionPolicy
+from sim.clock import call_first, call_later, run_until
 from sim.distributions import Sampler
 from sim.faults import FaultModel
 from sim.latency import LatencyModel
+from sim.records import OPEN, SPILL_ROWS, RequestLog, RowLog
 from sim.resources import ByteLru, FluidShare, ServerPool
 from sim.snapshots import StoredSnapshots
 from workloads.base import Workload
@@ -96,7 +97,12 @@ from workloads.sessions import Call, ClientCounts, Scripts, SessionPlayer
 from workloads.wakeups import WakeupSource
 
 Table = dict[str, np.ndarray]
-_OPEN = -1
+# Collect cyclic garbage less often while a run goes on. A run holds a million
+# long-lived records (actors, snapshots, cache entries) that every older-generation
+# pass walks again; with the default thresholds that was 25% of a 1,000,000-actor run
+# (41 s -> 30.2 s for 120 s simulated, peak memory the same: a run makes little cyclic
+# garbage). Young collections still run, every 100,000 allocations.
+RUN_GC_THRESHOLD = (100_000, 50, 1000)
 _OK, _REJECTED, _TIMEOUT = (OUTCOMES.index(o) for o in ("ok", "rejected", "timeout"))
 
 
@@ -131,38 +137,6 @@ class _Node:
         self.paused: dict[str, tuple[int, int]] = {}  # actor -> (version, bytes), pinned
 
 
-class _RequestLog:
-    """Per-request columns in compact arrays, indexed by request id."""
-
-    def __init__(self) -> None:
-        self.arrival = array("d")
-        self.actor = array("q")
-        self.service = array("d")
-        self.cp = array("d")
-        self.queue = array("d")
-        self.activation = array("d")
-        self.total = array("d")
-        self.outcome = array("b")
-        self.status = array("h")
-        self.activated = array("b")
-        self.wake = array("b")
-
-    def add(self, now: float, actor: int, service: float, *, wake: bool = False) -> int:
-        rid = len(self.arrival)
-        self.arrival.append(now)
-        self.actor.append(actor)
-        self.service.append(service)
-        self.cp.append(0.0)
-        self.queue.append(0.0)
-        self.activation.append(0.0)
-        self.total.append(0.0)
-        self.outcome.append(_OPEN)
-        self.status.append(0)
-        self.activated.append(0)
-        self.wake.append(wake)
-        return rid
-
-
 class Simulation:
     """One simulated run of a controller under a workload on a modeled cluster.
 
@@ -172,6 +146,8 @@ class Simulation:
     if given, is called with the simulated time at every sample. ``retention`` decides
     which old snapshot versions the object store deletes (default: only the newest kept).
     ``wakeups``: which actors wake themselves, how often (:mod:`workloads.wakeups`).
+    ``spill_rows``: requests held in memory before ended ones go to disk
+    (:mod:`sim.records`).
     """
 
     def __init__(
@@ -190,6 +166,7 @@ class Simulation:
         faults: FaultModel | None = None,
         retention: RetentionPolicy | None = None,
         wakeups: WakeupSource | None = None,
+        spill_rows: int = SPILL_ROWS,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers: must be >= 1 (got {workers})")
@@ -252,9 +229,9 @@ class Simulation:
         self.population = self._run.population
         self._ids = self.population.ids
         self._created = bytearray(len(self._ids))  # actors the controller knows
-        self._log = _RequestLog()
-        self._activations: list[ActivationRow] = []
-        self._checkpoints: list[CheckpointRow] = []
+        self._log = RequestLog(spill_rows)
+        self._activations = RowLog(ActivationRow)
+        self._checkpoints = RowLog(CheckpointRow)
         self._samples: list[SampleRow] = []
         self._idle_timers: dict[str, tuple[IdleTimer, float]] = {}  # actor -> newest, due
         self._idle_wakeups: dict[str, float] = {}  # actor -> when its wake-up is scheduled
@@ -267,6 +244,8 @@ class Simulation:
         self._paused_on: dict[str, str] = {}  # actor -> node holding its paused snapshot
         self._later_uploads = 0
         self._open = 0
+        self._arrival_iter: Iterator[tuple[float, int, float]] = iter(())
+        self._due_arrival: tuple[float, int, float] | None = None  # waited for
         self._arrivals_done = False
         self._done = self.env.event()
         self._end_snapshot: tuple[float, int, float] | None = None
@@ -296,6 +275,13 @@ class Simulation:
 
     def run(self) -> RunResult:
         """Run to the end of the arrivals, drain, and return the records."""
+        with _fewer_collections():
+            try:
+                return self._run_all()
+            finally:
+                self._log.close()  # spilled rows of a run that failed
+
+    def _run_all(self) -> RunResult:
         for worker, node in self._worker_node.items():
             self._dispatch(WorkerAdded(worker, node))
         for i in np.flatnonzero(self.population.created_s <= 0).tolist():
@@ -303,14 +289,15 @@ class Simulation:
         if self._run.sessions is not None:
             self.env.process(self._sessions(self._run.sessions))
         else:
-            self.env.process(self._arrivals())
+            self._arrival_iter = self._arrival_stream()
+            call_first(self.env, self._arrivals)
         self.env.process(self._sampler())
         if self.snapshots.retention.gc_interval_s > 0:
             self.env.process(self._snapshot_gc())
         if self.faults.worker_loss_per_hour > 0:
             self.env.process(self._worker_losses())
         self._first_wakeups()
-        self.env.run(until=self._done)
+        run_until(self.env, self._done)
         if self._open:
             raise RuntimeError(f"{self._open} requests never ended")  # pragma: no cover
         assert self._end_snapshot is not None
@@ -318,8 +305,8 @@ class Simulation:
         scaled = self.controller.scaling is not None
         return RunResult(
             requests=self._request_table(),
-            activations=table(ACTIVATION_COLUMNS, self._activations),
-            checkpoints=table(CHECKPOINT_COLUMNS, self._checkpoints),
+            activations=self._activations.table(),
+            checkpoints=self._checkpoints.table(),
             samples=table(SAMPLE_COLUMNS, self._samples),
             actors=len(self._ids),
             workers=self.workers,
@@ -353,18 +340,29 @@ class Simulation:
         for cmd in self.controller.handle(event, self.env.now):
             self._exec[type(cmd)](cmd)
 
-    def _arrivals(self) -> Generator[simpy.Event, Any, None]:
-        env = self.env
+    def _arrival_stream(self) -> Iterator[tuple[float, int, float]]:
         for batch in self._run.batches:
-            for t, actor, service in zip(
+            yield from zip(
                 batch.times.tolist(), batch.actors.tolist(), batch.service_s.tolist(), strict=True
-            ):
-                if t > env.now:
-                    yield env.timeout(t - env.now)
-                self._arrive(actor, service)
+            )
+
+    def _arrivals(self, _event: object = None) -> None:
+        """Open loop: deliver the arrivals due now, then come back at the next one (a
+        callback, not a process: the same order, ~2 µs less per arrival)."""
+        env, due = self.env, self._due_arrival
+        if due is not None:
+            self._due_arrival = None
+            self._arrive(due[1], due[2])
+        for arrival in self._arrival_iter:
+            if arrival[0] > env.now:
+                self._due_arrival = arrival
+                call_later(env, arrival[0] - env.now, self._arrivals)
+                return
+            self._arrive(arrival[1], arrival[2])
         if env.now < self.duration_s:
-            yield env.timeout(self.duration_s - env.now)
-        self._arrivals_end()
+            call_later(env, self.duration_s - env.now, lambda _event: self._arrivals_end())
+        else:
+            self._arrivals_end()
 
     def _arrivals_end(self) -> None:
         self._end_snapshot = (
@@ -393,11 +391,9 @@ class Simulation:
             player.sent(call)
             rid = self._arrive(call.actor, call.service_s, call)
             if player.policy.timeout_s > 0:
-                self.env.timeout(player.policy.timeout_s).callbacks.append(
-                    lambda _ev: self._client_timeout(rid)
-                )
+                call_later(self.env, player.policy.timeout_s, lambda _ev: self._client_timeout(rid))
 
-        self.env.timeout(max(0.0, call.at - self.env.now)).callbacks.append(send)
+        call_later(self.env, max(0.0, call.at - self.env.now), send)
 
     def _client_timeout(self, rid: int) -> None:
         """The agent stops waiting for request ``rid`` (it goes on in the system)."""
@@ -414,7 +410,8 @@ class Simulation:
         """How long the actor takes on request ``rid``: its service time, or for a
         resent call the actor had started, nothing more than the first attempt's rest
         (same request id: answered from what it did) or all of it again (a new id)."""
-        service = float(self._log.service[rid])
+        log = self._log
+        service = float(log.service[rid - log.base])
         key = self._call_of.pop(rid, None)
         if key is None:
             return service
@@ -426,7 +423,7 @@ class Simulation:
         elif player.policy.resend == "same_id":
             player.counts.duplicates_suppressed += 1
             service = max(0.0, done_at - now)
-            self._log.service[rid] = service
+            log.service[rid - log.base] = service
         else:
             player.counts.duplicates_applied += 1
         return service
@@ -475,22 +472,25 @@ class Simulation:
         return rid
 
     def _deliver(self, rid: int, actor: str) -> None:
-        arrived = self._log.arrival[rid]
+        log = self._log
+        row = rid - log.base
+        arrived = log.arrival[row]
         cp_s = self.env.now - arrived
-        self._log.cp[rid] = cp_s
+        log.cp[row] = cp_s
         self._last_cp[actor] = cp_s
         self._dispatch(RequestArrived(rid, actor, arrived, self._wake_rids.pop(rid, None)))
 
     def _do_forward(self, cmd: Forward) -> None:
         log, rid = self._log, cmd.request
-        log.queue[rid] = cmd.queue_s
-        log.activation[rid] = cmd.activation_s
-        log.activated[rid] = cmd.activated
+        row = rid - log.base
+        log.queue[row] = cmd.queue_s
+        log.activation[row] = cmd.activation_s
+        log.activated[row] = cmd.activated
         worker = cmd.worker
         if self.faults.worker_loss_per_hour > 0:
             self._serving.setdefault(worker, set()).add(rid)
-        service = self._service_of(rid) if self._call_of else log.service[rid]
-        self.env.timeout(service).callbacks.append(lambda _ev: self._finish(rid, worker))
+        service = self._service_of(rid) if self._call_of else log.service[row]
+        call_later(self.env, service, lambda _ev: self._finish(rid, worker))
 
     def _finish(self, rid: int, worker: str) -> None:
         if rid in self._broken:  # its worker died while serving it
@@ -510,19 +510,20 @@ class Simulation:
 
     def _end(self, rid: int, outcome: int, status: int) -> None:
         log = self._log
-        if log.outcome[rid] != _OPEN:
+        row = rid - log.base
+        if row < 0 or log.outcome[row] != OPEN:
             raise RuntimeError(f"request {rid} ended twice")
-        log.outcome[rid] = outcome
-        log.status[rid] = status
-        log.total[rid] = self.env.now - log.arrival[rid]
+        log.outcome[row] = outcome
+        log.status[row] = status
+        log.total[row] = self.env.now - log.arrival[row]
         self._open -= 1
-        if log.wake[rid] and not self._arrivals_done:  # the actor sets its next wake-up
+        if log.wake[row] and not self._arrivals_done:  # the actor sets its next wake-up
             jitter = self.wakeups.jitter_s * (2 * self._jitter.random() - 1)
             wake = WakeScheduled(
-                self._ids[log.actor[rid]], self.env.now + self.wakeups.period_s + jitter
+                self._ids[log.actor[row]], self.env.now + self.wakeups.period_s + jitter
             )
             # After the commands being carried out now, not in between them.
-            self.env.timeout(0).callbacks.append(lambda _ev: self._dispatch(wake))
+            call_later(self.env, 0, lambda _ev: self._dispatch(wake))
         call = self._calls.pop(rid, None)
         if call is not None:  # closed loop: the answer lets the agent go on
             assert self._player is not None
@@ -536,7 +537,7 @@ class Simulation:
             self._set_idle_timer(timer, cmd.at)
             return
         delay = max(0.0, cmd.at - self.env.now)
-        self.env.timeout(delay).callbacks.append(lambda _ev: self._dispatch(TimerFired(timer)))
+        call_later(self.env, delay, lambda _ev: self._dispatch(TimerFired(timer)))
 
     def _set_idle_timer(self, timer: IdleTimer, at: float) -> None:
         """One wake-up per actor, re-armed lazily.
@@ -553,7 +554,7 @@ class Simulation:
     def _arm_idle_wakeup(self, actor: str, at: float) -> None:
         self._idle_wakeups[actor] = at
         delay = max(0.0, at - self.env.now)
-        self.env.timeout(delay).callbacks.append(lambda _ev: self._idle_wakeup(actor, at))
+        call_later(self.env, delay, lambda _ev: self._idle_wakeup(actor, at))
 
     def _idle_wakeup(self, actor: str, scheduled: float) -> None:
         if self._idle_wakeups.get(actor) != scheduled:
@@ -569,7 +570,7 @@ class Simulation:
 
     def _do_stop(self, cmd: StopSandbox) -> None:
         op = cmd.op
-        self.env.timeout(0).callbacks.append(lambda _ev: self._dispatch(SandboxStopped(op)))
+        call_later(self.env, 0, lambda _ev: self._dispatch(SandboxStopped(op)))
 
     def _worker_losses(self) -> Generator[simpy.Event, Any, None]:
         """Workers vanish at random (a Poisson process over the pool); each is replaced
@@ -608,7 +609,7 @@ class Simulation:
             self._next_worker += 1
             self._worker_node[worker] = node
             joined = functools.partial(self._joined, WorkerAdded(worker, node, provisioned=True))
-            self.env.timeout(self._worker_start()).callbacks.append(joined)
+            call_later(self.env, self._worker_start(), joined)
 
     def _do_retire(self, cmd: RetireWorker) -> None:
         self._node_load[self._worker_node[cmd.worker]] -= 1
@@ -764,22 +765,18 @@ class Simulation:
         )
 
     def _request_table(self) -> Table:
-        log = self._log
-        actor_index = np.frombuffer(log.actor, dtype=np.int64)
-        return {
-            "request": np.arange(len(log.arrival), dtype=np.int64),
-            "actor": np.asarray(self._ids, dtype=object)[actor_index],
-            "arrival_s": np.frombuffer(log.arrival, dtype=np.float64),
-            "outcome": np.asarray(OUTCOMES, dtype=object)[np.frombuffer(log.outcome, np.int8)],
-            "status": np.frombuffer(log.status, dtype=np.int16),
-            "activated": np.frombuffer(log.activated, dtype=np.int8).astype(bool),
-            "control_plane_s": np.frombuffer(log.cp, dtype=np.float64),
-            "queue_s": np.frombuffer(log.queue, dtype=np.float64),
-            "activation_s": np.frombuffer(log.activation, dtype=np.float64),
-            "service_s": np.frombuffer(log.service, dtype=np.float64),
-            "total_s": np.frombuffer(log.total, dtype=np.float64),
-            "wake": np.frombuffer(log.wake, dtype=np.int8).astype(bool),
-        }
+        return self._log.table(self._ids)
+
+
+@contextmanager
+def _fewer_collections() -> Generator[None, None, None]:
+    """The garbage collector's thresholds set to :data:`RUN_GC_THRESHOLD` meanwhile."""
+    before = gc.get_threshold()
+    gc.set_threshold(*RUN_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def policy_actions(controller: Controller) -> dict[str, int]:

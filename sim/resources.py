@@ -19,6 +19,8 @@ from typing import Any
 
 import simpy
 
+from sim.clock import call_later
+
 _EPS = 1e-9
 
 
@@ -88,7 +90,7 @@ class FluidShare:
             return
         delay = max(0.0, min(self._jobs.values()) / self.rate_per_job)
         version = self._version
-        self.env.timeout(delay).callbacks.append(lambda _ev: self._wake(version))
+        call_later(self.env, delay, lambda _ev: self._wake(version))
 
     def _wake(self, version: int) -> None:
         if version != self._version:
@@ -137,7 +139,7 @@ class ServerPool:
         return done
 
     def _serve(self, done: simpy.Event) -> None:
-        self.env.timeout(self._service()).callbacks.append(lambda _ev: self._finish(done))
+        call_later(self.env, self._service(), lambda _ev: self._finish(done))
 
     def _finish(self, done: simpy.Event) -> None:
         if self._queue:
