@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test lint typecheck pytest bench clean venv lock kind-up kind-down kind-bench gke-up gke-down gke-bench
+.PHONY: demo test lint typecheck pytest test-ray bench clean venv lock kind-up kind-down kind-bench gke-up gke-down gke-bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "actormux needs Python 3.11, found " + sys.version.split()[0] + " (set PYTHON=...)")'
@@ -16,6 +16,7 @@ $(BIN)/python:
 # Stamps re-run the install when pyproject.toml or the lock changes. Every install takes
 # its versions from requirements.lock (constraints: the same numbers on every machine).
 LOCK := requirements.lock
+RAY_LOCK := requirements-ray.lock
 
 $(VENV)/.runtime: pyproject.toml $(LOCK) | $(BIN)/python
 	$(PIP) install -q -c $(LOCK) -e .
@@ -25,6 +26,18 @@ $(VENV)/.dev: pyproject.toml $(LOCK) | $(BIN)/python
 	$(PIP) install -q -c $(LOCK) -e '.[dev]'
 	@touch $@ $(VENV)/.runtime
 
+# Sweeps on Ray (hydra/launcher=ray) get a venv and a lock of their own: the launcher
+# pins cloudpickle 2.2.1, which the joblib of the main lock refuses.
+RAY_VENV := .venv-ray
+$(RAY_VENV)/.ray: pyproject.toml $(RAY_LOCK)
+	$(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install -q -c $(RAY_LOCK) -e '.[ray]'
+	@touch $@
+
+$(VENV)/.bench: pyproject.toml $(LOCK) | $(VENV)/.dev
+	$(PIP) install -q -c $(LOCK) -e '.[dev,bench]'
+	@touch $@
+
 # Regenerate the lock from pyproject.toml (pip-tools in a throwaway venv).
 lock:
 	rm -rf /tmp/actormux-lock && $(PYTHON) -m venv /tmp/actormux-lock
@@ -32,10 +45,18 @@ lock:
 	head -5 $(LOCK) > /tmp/actormux-lock/header
 	tail -n +6 $(LOCK) > /tmp/actormux-lock/requirements.lock  # keep today's pins
 	/tmp/actormux-lock/bin/pip-compile -q --extra dev --extra gcs --extra notebooks \
+		--extra bench \
 		--strip-extras --no-emit-index-url --no-emit-find-links --unsafe-package actormux \
 		-o /tmp/actormux-lock/requirements.lock pyproject.toml
 	cat /tmp/actormux-lock/header /tmp/actormux-lock/requirements.lock \
 		| sed 's|/tmp/actormux-lock/requirements.lock|requirements.lock|' > $(LOCK)
+	rm -f /tmp/actormux-lock/ray.lock
+	if [ -f $(RAY_LOCK) ]; then tail -n +6 $(RAY_LOCK) > /tmp/actormux-lock/ray.lock; fi
+	/tmp/actormux-lock/bin/pip-compile -q --extra ray \
+		--strip-extras --no-emit-index-url --no-emit-find-links --unsafe-package actormux \
+		-o /tmp/actormux-lock/ray.lock pyproject.toml
+	cat /tmp/actormux-lock/header /tmp/actormux-lock/ray.lock \
+		| sed 's|/tmp/actormux-lock/ray.lock|requirements-ray.lock|' > $(RAY_LOCK)
 
 venv: $(VENV)/.runtime
 
@@ -55,10 +76,12 @@ typecheck: $(VENV)/.dev
 # backend instance need the machine; with them the `serial` tests, racy under load),
 # and beside them the real servers, Locust and processes that use little CPU (their
 # output follows).
+# The Ray sweep test runs in that lane too, in its own venv (installed meanwhile).
 LANE2_LOG = .pytest-servers.log
 pytest: $(VENV)/.dev
 	$(BIN)/pytest -m "not real" -n 2 --durations=10
-	$(BIN)/pytest -m "real and not gvisor and not serial" -p no:cacheprovider --durations=5 \
+	{ $(BIN)/pytest -m "real and not gvisor and not serial and not ray" -p no:cacheprovider \
+	    --durations=5 && $(MAKE) --no-print-directory test-ray; } \
 	  > $(LANE2_LOG) 2>&1 & \
 	  servers=$$!; \
 	  $(BIN)/pytest -m "real and (gvisor or serial)" --durations=25; sandboxes=$$?; \
@@ -69,8 +92,13 @@ pytest: $(VENV)/.dev
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.dev
+# Hydra's Ray launcher against a Ray cluster the test starts in a network namespace.
+test-ray: $(RAY_VENV)/.ray
+	$(RAY_VENV)/bin/pytest tests/test_ray_sweeps.py -m ray -p no:cacheprovider --durations=5
+
+bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/sim_speed.py
+	$(BIN)/python benchmarks/simfaas_compare.py
 	$(BIN)/python benchmarks/activation.py
 	$(BIN)/python benchmarks/agent_activation.py
 	$(BIN)/python benchmarks/agent_activation.py --s3
@@ -100,4 +128,4 @@ gke-bench: $(VENV)/.runtime
 	$(BIN)/actormux bench-report reports/bench/gke/real-gke.jsonl --out-dir reports/bench/gke
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RAY_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import math
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -90,7 +91,7 @@ from sim.distributions import Sampler
 from sim.faults import FaultModel
 from sim.latency import LatencyModel
 from sim.records import OPEN, SPILL_ROWS, RequestLog, RowLog
-from sim.resources import ByteLru, FluidShare, ServerPool
+from sim.resources import ByteLru, FluidShare, ShardedControlPlane
 from sim.snapshots import StoredSnapshots
 from workloads.base import Workload
 from workloads.sessions import Call, ClientCounts, Scripts, SessionPlayer
@@ -124,6 +125,7 @@ class RunResult:
     policy_actions: dict[str, int] = field(default_factory=dict)  # evictions, pre-warms
     provisioned_worker_s: float | None = None  # with autoscaling: the pool's integral
     later_uploads: int = 0  # bytes of paused snapshots uploaded after their checkpoint
+    resources: dict[str, float | None] = field(default_factory=dict)  # utilization (binds?)
 
 
 class _Node:
@@ -209,7 +211,14 @@ class Simulation:
         self._cold_start = sampler(latency.cold_start, streams[3])
         self._first_byte = sampler(latency.transfer_first_byte, streams[4])
         self._worker_start = sampler(latency.worker_start, streams[6])
-        self.cp = ServerPool(self.env, latency.cp_servers, sampler(latency.cp_service, streams[5]))
+        self.cp = ShardedControlPlane(
+            self.env, latency.cp_shards, latency.cp_servers,
+            sampler(latency.cp_service, streams[5]), latency.cp_vnodes,
+        )  # fmt: skip
+        self._store = (  # the snapshot store's throughput, when it is bounded
+            FluidShare(self.env, latency.store_bytes_per_s)
+            if math.isfinite(latency.store_bytes_per_s) else None
+        )  # fmt: skip
         self._nodes = {f"n{i}": _Node(self.env, f"n{i}", latency) for i in range(nodes)}
         self._worker_node = {f"w{i}": f"n{i % nodes}" for i in range(workers)}
         # Workers per node, and how many a node takes: the autoscaler's new workers go to
@@ -249,6 +258,7 @@ class Simulation:
         self._arrivals_done = False
         self._done = self.env.event()
         self._end_snapshot: tuple[float, int, float] | None = None
+        self._resources: dict[str, float | None] = {}
         self._exec: dict[type, Callable[[Any], object]] = {
             Forward: self._do_forward,
             Reject: self._do_reject,
@@ -324,6 +334,7 @@ class Simulation:
             ),
             policy_actions=policy_actions(self.controller),
             later_uploads=self._later_uploads,
+            resources=self._resources,
         )  # fmt: skip
 
     def _create(self, index: int) -> None:
@@ -370,6 +381,7 @@ class Simulation:
             self.cp.calls,
             self.controller.provisioned_worker_seconds(self.env.now),
         )
+        self._resources = self._utilization()
         self._arrivals_done = True
         self._check_done()
 
@@ -466,7 +478,7 @@ class Simulation:
         self._open += 1
         actor = self._ids[actor_index]
         if self.resume_on_every_request or not self.controller.is_running(actor):
-            self.cp.call().callbacks.append(lambda _ev: self._deliver(rid, actor))
+            self.cp.call(actor).callbacks.append(lambda _ev: self._deliver(rid, actor))
         else:
             self._deliver(rid, actor)
         return rid
@@ -667,7 +679,7 @@ class Simulation:
     def _do_checkpoint(self, cmd: Checkpoint) -> Generator[simpy.Event, Any, None]:
         env, node = self.env, self._nodes[cmd.node]
         start = env.now
-        yield self.cp.call()  # the Suspend call: lock, mark SUSPENDING
+        yield self.cp.call(cmd.actor)  # the Suspend call: lock, mark SUSPENDING
         checkpoint_from = env.now
         yield node.cpu.run(
             self.latency.checkpoint_work(self._checkpoint_fixed(), cmd.snapshot_bytes)
@@ -732,7 +744,10 @@ class Simulation:
         first_byte = self._first_byte()
         if first_byte > 0:
             yield self.env.timeout(first_byte)
-        yield node.link.run(size)
+        if self._store is None:
+            yield node.link.run(size)
+        else:  # as long as the slower of its two shares
+            yield self.env.all_of([node.link.run(size), self._store.run(size)])
 
     def _cache_put(self, node: _Node, actor: str, version: int, size: int) -> None:
         stored, evicted = node.cache.put(actor, version, size)
@@ -742,6 +757,37 @@ class Simulation:
             self._dispatch(SnapshotCached(actor, node.id, version))
 
     # ------------------------------------------------------------ records
+
+    def _utilization(self) -> dict[str, float | None]:
+        """How busy each modelled resource was until now (the end of the arrivals), as a
+        share of its capacity: the control plane (all servers, and its busiest shard),
+        the nodes' CPUs and links (mean and busiest node), the snapshot store (None when
+        unbounded) and the workers. The one nearest 1 is what binds."""
+        duration = self.env.now
+        if duration <= 0:
+            return {}
+        cp_mean, cp_hottest = self.cp.utilization(duration)
+
+        def shares(resources: list[FluidShare]) -> tuple[float, float]:
+            for resource in resources:
+                resource._advance()  # account the work done up to now
+            used = [r.work_done / (r.capacity * duration) for r in resources]
+            return sum(used) / len(used), max(used)
+
+        cpu_mean, cpu_max = shares([node.cpu for node in self._nodes.values()])
+        link_mean, link_max = shares([node.link for node in self._nodes.values()])
+        store = shares([self._store])[0] if self._store is not None else None
+        occupied, _, provisioned = self._end_snapshot or (0.0, 0, 0.0)
+        return {
+            "control_plane": cp_mean,
+            "control_plane_busiest_shard": cp_hottest,
+            "node_cpu": cpu_mean,
+            "node_cpu_busiest": cpu_max,
+            "node_link": link_mean,
+            "node_link_busiest": link_max,
+            "store": store,
+            "workers": occupied / provisioned if provisioned > 0 else None,
+        }
 
     def _sample(self) -> None:
         ctl, counts = self.controller, self.controller.state_counts()

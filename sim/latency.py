@@ -16,7 +16,13 @@ measured numbers each profile comes from.
   after a checkpoint) wait ``transfer.first_byte`` then share ``node.link_mib_per_s``;
 * each node caches ``node.cache_mib`` of snapshots (LRU);
 * the control-plane API has ``control_plane.servers`` servers, each call taking
-  ``control_plane.service``;
+  ``control_plane.service``; with ``control_plane.shards`` > 1 it is that many API
+  servers with that many servers each, every actor's calls going to the shard that owns
+  it on a consistent-hash ring of ``control_plane.vnodes`` points per shard;
+* ``store.mib_per_s`` (optional; default unbounded) caps the snapshot store's total
+  throughput: a transfer takes as long as the slower of its share of its node's link
+  and its share of the store (both shared equally by the transfers using them; an
+  approximation of the exact coupled rates that is exact when one of the two binds);
 * a worker the scaling policy asks for joins ``worker_start`` later (default 5 s).
 """
 
@@ -51,6 +57,9 @@ class LatencyModel:
     cp_service: Distribution
     worker_start: Distribution = field(default_factory=lambda: Fixed(5.0))
     restore_lazy_fraction: float = 0.0  # of the size-dependent work, loaded after ready
+    cp_shards: int = 1  # API servers, each with cp_servers servers; actors hashed onto them
+    cp_vnodes: int = 64  # points per shard on the consistent-hash ring
+    store_bytes_per_s: float = math.inf  # the snapshot store's total throughput
 
     def restore_work(self, fixed: float, size: int) -> float:
         """Solo CPU seconds to restore a snapshot of ``size`` bytes (all of it)."""
@@ -91,6 +100,15 @@ def _fraction(cfg: Mapping[str, Any], key: str, field: str) -> float:
     return float(value)
 
 
+def _count(
+    cfg: Mapping[str, Any], key: str, field: str, minimum: int, default: int | None = None
+) -> int:
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{field}.{key}: must be an integer >= {minimum} (got {value!r})")
+    return value
+
+
 def latency_from_config(
     cfg: Mapping[str, Any], field: str = "latency", base_dir: Path | None = None
 ) -> LatencyModel:
@@ -104,11 +122,11 @@ def latency_from_config(
     def dist(section: Mapping[str, Any], key: str, where: str) -> Distribution:
         return from_config(section.get(key), f"{field}.{where}.{key}", base_dir)
 
-    servers = cp.get("servers")
-    if isinstance(servers, bool) or not isinstance(servers, int) or servers < 1:
-        raise ValueError(
-            f"{field}.control_plane.servers: must be an integer >= 1 (got {servers!r})"
-        )
+    servers = _count(cp, "servers", f"{field}.control_plane", 1)
+    store = cfg.get("store") or {}
+    if not isinstance(store, Mapping):
+        raise ValueError(f"{field}.store: must be a section (got {store!r})")
+    store_mib_per_s = store.get("mib_per_s")
     return LatencyModel(
         restore_fixed=dist(restore, "fixed", "restore"),
         restore_bytes_per_s=_positive(restore, "mib_per_s", f"{field}.restore") * MIB,
@@ -122,6 +140,13 @@ def latency_from_config(
         cache_bytes=int(_positive(node, "cache_mib", f"{field}.node", zero_ok=True) * MIB),
         cp_servers=servers,
         cp_service=dist(cp, "service", "control_plane"),
+        cp_shards=_count(cp, "shards", f"{field}.control_plane", 1, default=1),
+        cp_vnodes=_count(cp, "vnodes", f"{field}.control_plane", 1, default=64),
+        store_bytes_per_s=(
+            math.inf
+            if store_mib_per_s is None
+            else _positive(store, "mib_per_s", f"{field}.store") * MIB
+        ),
         restore_lazy_fraction=_fraction(restore, "lazy_fraction", f"{field}.restore"),
         worker_start=(
             from_config(cfg["worker_start"], f"{field}.worker_start", base_dir)

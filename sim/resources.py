@@ -6,6 +6,8 @@
   (measured here: 8 concurrent restores each ~3.6x slower, ~2x throughput) are both
   this model with different numbers.
 * :class:`ServerPool`: N servers with a FIFO queue, for the control-plane API.
+* :class:`ShardedControlPlane`: several such pools, actors spread over them by
+  consistent hashing.
 * :class:`ByteLru`: a node-local snapshot cache bounded in bytes, least recently used
   out first.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 import simpy
 
+from control.hashring import HashRing
 from sim.clock import call_later
 
 _EPS = 1e-9
@@ -121,6 +124,7 @@ class ServerPool:
         self._queue: deque[simpy.Event] = deque()
         self.busy = 0
         self.calls = 0
+        self.busy_s = 0.0  # server-seconds of service started so far
 
     @property
     def queue_length(self) -> int:
@@ -139,7 +143,9 @@ class ServerPool:
         return done
 
     def _serve(self, done: simpy.Event) -> None:
-        call_later(self.env, self._service(), lambda _ev: self._finish(done))
+        service = self._service()
+        self.busy_s += service
+        call_later(self.env, service, lambda _ev: self._finish(done))
 
     def _finish(self, done: simpy.Event) -> None:
         if self._queue:
@@ -147,6 +153,45 @@ class ServerPool:
         else:
             self.busy -= 1
         done.succeed()
+
+
+class ShardedControlPlane:
+    """The control-plane API as ``shards`` independent server pools (API servers, each
+    with ``servers`` servers and its own queue); an actor's calls go to the shard that
+    owns it on a consistent-hash ring (:class:`control.hashring.HashRing`). One shard is
+    one :class:`ServerPool`, exactly. Service times come from one shared stream, in the
+    order calls are served."""
+
+    def __init__(
+        self, env: simpy.Environment, shards: int, servers: int, service: Callable[[], float],
+        vnodes: int = 64,
+    ) -> None:  # fmt: skip
+        self.ring = HashRing(shards, vnodes)
+        self.pools = [ServerPool(env, servers, service) for _ in range(shards)]
+        self.servers = servers
+
+    def call(self, actor: str) -> simpy.Event:
+        """Call the shard that owns ``actor``; the event succeeds when served."""
+        return self.pools[self.ring.shard_of(actor)].call()
+
+    @property
+    def calls(self) -> int:
+        return sum(pool.calls for pool in self.pools)
+
+    @property
+    def queue_length(self) -> int:
+        return sum(pool.queue_length for pool in self.pools)
+
+    @property
+    def busy(self) -> int:
+        return sum(pool.busy for pool in self.pools)
+
+    def utilization(self, duration_s: float) -> tuple[float, float]:
+        """Busy share of all servers, and of the busiest shard's, over ``duration_s``."""
+        if duration_s <= 0:
+            return 0.0, 0.0
+        shares = [pool.busy_s / (self.servers * duration_s) for pool in self.pools]
+        return sum(shares) / len(shares), max(shares)
 
 
 class ByteLru:

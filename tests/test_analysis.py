@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -369,5 +370,13 @@ def test_plan_command_answers(tmp_path):
         f"hydra.run.dir={tmp_path}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    line = proc.stdout.strip().splitlines()[-1]
+    *_, line, binds = proc.stdout.strip().splitlines()
     assert line.lstrip().startswith("40 actors:") and "workers" in line and "tried" in line
+    # what binds: the resource nearest its capacity, of those it lists
+    found = re.fullmatch(r"what binds at (.+): (\w+) \((\d+)% of capacity\); utilization: (.*)",
+                         binds.strip())  # fmt: skip
+    assert found is not None, binds
+    shares = dict(item.rsplit(" ", 1) for item in found[4].split(", "))
+    assert {"control_plane", "node_cpu", "node_link", "workers"} <= set(shares)
+    assert found[2] == max(shares, key=lambda name: float(shares[name]))
+    assert abs(float(shares[found[2]]) * 100 - int(found[3])) <= 1

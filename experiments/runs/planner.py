@@ -53,6 +53,7 @@ class Trial:
     activation_p99_s: float | None
     failed_fraction: float
     met: bool
+    resources: dict[str, float | None] = field(default_factory=dict)  # utilization
 
 
 @dataclass
@@ -68,6 +69,25 @@ class PlanResult:
     def oversubscription(self) -> float | None:
         """Actors per worker at the answer."""
         return None if not self.workers else self.actors / self.workers
+
+    def utilization(self, workers: int) -> dict[str, float]:
+        """Each resource's utilization at ``workers``, the mean over the seeds tried."""
+        runs = [t.resources for t in self.trials if t.workers == workers and t.resources]
+        names = [n for n in (runs[0] if runs else {}) if all(r.get(n) is not None for r in runs)]
+        return {n: sum(float(r[n]) for r in runs) / len(runs) for n in names}  # type: ignore[arg-type]
+
+    def binding(self) -> tuple[int, str, float] | None:
+        """What binds: at the most workers that missed the SLO (at the answer if none
+        did), the resource nearest its capacity, as (workers, resource, utilization)."""
+        missed = [t.workers for t in self.trials if not t.met]
+        at = max(missed) if missed else self.workers
+        if at is None:
+            return None
+        used = self.utilization(at)
+        if not used:
+            return None
+        name = max(used, key=used.__getitem__)
+        return at, name, used[name]
 
 
 Evaluate = Callable[[int, int], dict[str, Any]]
@@ -103,7 +123,8 @@ def search(
                 met = slo.met(s)
                 failed = (s["rejected"] + s["timed_out"]) / requests
                 p99 = s["activation_latency_s"]["p99"]
-                result.trials.append(Trial(workers, seed, p99, failed, met))
+                resources = dict(s.get("resources") or {})
+                result.trials.append(Trial(workers, seed, p99, failed, met, resources))
                 if not met:
                     good = False
                     break  # one failing seed is enough
@@ -218,6 +239,13 @@ def run_plan(cfg: DictConfig) -> None:
         answer = "not met" if result.workers is None else f"{result.workers} workers"
         over = "" if result.oversubscription is None else f" ({result.oversubscription:.1f}x)"
         print(f"{actors:>8,} actors: {answer}{over}  (tried {tried})", flush=True)
+        binds = result.binding()
+        if binds is not None:
+            at, name, used = binds
+            where = "the answer" if at == result.workers else f"{at} workers (SLO missed)"
+            shares = ", ".join(f"{n} {u:.2f}" for n, u in result.utilization(at).items())
+            print(f"{'':>10}what binds at {where}: {name} ({used:.0%} of capacity); "
+                  f"utilization: {shares}", flush=True)  # fmt: skip
 
 
 _PLANNED = ("plan.", "hydra.", "workload.actors", "cluster.", "seed")  # set by the search

@@ -10,6 +10,7 @@ from typing import Any
 
 from control.metrics import summarize
 from experiments.runs.build import RunSpec
+from experiments.runs.progress import RunProgress
 from experiments.runs.versions import package_versions
 from sim.engine import RunResult, Simulation
 
@@ -47,6 +48,7 @@ def summary_of(result: RunResult, spec: RunSpec, *, backend: str, wall_s: float)
         billing=spec.billing,
         provisioned_s=result.provisioned_worker_s,
         later_uploads=result.later_uploads,
+        resources=result.resources,
     )
 
 
@@ -70,24 +72,17 @@ def make_simulation(spec: RunSpec, progress: Callable[[float], None] | None = No
 
 
 def simulate(spec: RunSpec) -> RunOutput:
-    """Simulate ``spec`` and summarise it; shows a progress bar if asked or on a terminal."""
-    show = sys.stderr.isatty() if spec.progress is None else spec.progress
-    bar = None
-    if show:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=round(spec.duration_s),
-            unit="sim-s",
-            desc=f"{spec.experiment}",
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
+    """Simulate ``spec`` and summarise it, with progress (simulated time, events per
+    second, ETA: a bar on a terminal, a line every 30 s otherwise) when
+    ``backend.progress`` is true, or is auto and stderr is a terminal."""
+    tty = sys.stderr.isatty()
+    show = tty if spec.progress is None else spec.progress
+    bar = RunProgress(spec.duration_s, spec.experiment, tty=tty) if show else None
+    sim: Simulation | None = None
 
     def progress(t: float) -> None:
-        assert bar is not None
-        bar.n = min(round(t), bar.total)
-        bar.refresh()
+        assert bar is not None and sim is not None
+        bar.update(t, sim.controller.stats.events)
 
     started = time.perf_counter()
     sim = make_simulation(spec, progress=progress if bar is not None else None)
