@@ -263,9 +263,9 @@ class Simulation:
             Forward: self._do_forward,
             Reject: self._do_reject,
             SetTimer: self._do_set_timer,
-            Restore: lambda cmd: self.env.process(self._do_restore(cmd)),
-            Checkpoint: lambda cmd: self.env.process(self._do_checkpoint(cmd)),
-            Upload: lambda cmd: self.env.process(self._do_upload(cmd)),
+            Restore: self._do_restore,
+            Checkpoint: self._do_checkpoint,
+            Upload: self._do_upload,
             DeliverWake: self._do_wake,
             StopSandbox: self._do_stop,
             RetireWorker: self._do_retire,
@@ -635,18 +635,33 @@ class Simulation:
         self._injected[kind] += 1
         return True
 
-    def _do_restore(self, cmd: Restore) -> Generator[simpy.Event, Any, None]:
-        env, node = self.env, self._nodes[cmd.node]
-        start = env.now
-        cache_hit = False
-        if not cmd.cold:
-            if node.paused.get(cmd.actor, (0, 0))[0] == cmd.version or node.cache.hit(
-                cmd.actor, cmd.version
-            ):
-                cache_hit = True
-            else:
-                yield from self._transfer(node, cmd.snapshot_bytes)
+    # Restores, checkpoints and uploads are chains of callbacks, not SimPy processes: a
+    # process's first step runs where call_first puts it, and each "yield event" is a
+    # callback on that event, so the order of everything is the same (bench core is
+    # bit-identical), without a generator and two bookkeeping events per operation.
+
+    def _do_restore(self, cmd: Restore) -> None:
+        call_first(self.env, lambda _ev: self._restore(cmd))
+
+    def _restore(self, cmd: Restore) -> None:
+        """Download the snapshot unless the node has it, then restore."""
+        node, start = self._nodes[cmd.node], self.env.now
+        if cmd.cold:
+            self._restore_on_cpu(cmd, node, start, cache_hit=False)
+        elif node.paused.get(cmd.actor, (0, 0))[0] == cmd.version or node.cache.hit(
+            cmd.actor, cmd.version
+        ):
+            self._restore_on_cpu(cmd, node, start, cache_hit=True)
+        else:
+
+            def fetched() -> None:
                 self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
+                self._restore_on_cpu(cmd, node, start, cache_hit=False)
+
+            self._transfer(node, cmd.snapshot_bytes, fetched)
+
+    def _restore_on_cpu(self, cmd: Restore, node: _Node, start: float, *, cache_hit: bool) -> None:
+        env = self.env
         download_s = env.now - start
         restored_from = env.now
         deferred = 0.0
@@ -654,74 +669,107 @@ class Simulation:
             work = self._cold_start()
         else:
             work, deferred = self.latency.restore_split(self._restore_fixed(), cmd.snapshot_bytes)
-        yield node.cpu.run(work)
-        if deferred > 0:  # a lazy restore: the rest of the pages load in the background
-            node.cpu.run(deferred)
-        ready = self._ready()
-        if ready > 0:
-            yield env.timeout(ready)
-        restore_s = env.now - restored_from
-        if not self.controller.is_current(cmd.op):  # its worker was lost meanwhile
-            self._dispatch(ActivationFinished(cmd.op))  # late: ignored and counted
-            return
-        if self._injected_failure(self.faults.restore_failure_rate, "restore_failures"):
-            failed = ActivationOutcome.FAILED
-            self._dispatch(ActivationFinished(cmd.op, failed, "injected restore failure"))
-            return
-        cp_s = self._last_cp.get(cmd.actor, 0.0)
-        self._activations.append(ActivationRow.of(
-            cmd.actor, cmd.worker, cmd.node, start, cold=cmd.cold, cache_hit=cache_hit,
-            snapshot_bytes=cmd.snapshot_bytes, control_plane_s=cp_s, download_s=download_s,
-            restore_s=restore_s,
-        ))  # fmt: skip
-        self._dispatch(ActivationFinished(cmd.op))
 
-    def _do_checkpoint(self, cmd: Checkpoint) -> Generator[simpy.Event, Any, None]:
+        def ended(_ev: object = None) -> None:
+            restore_s = env.now - restored_from
+            if not self.controller.is_current(cmd.op):  # its worker was lost meanwhile
+                self._dispatch(ActivationFinished(cmd.op))  # late: ignored and counted
+                return
+            if self._injected_failure(self.faults.restore_failure_rate, "restore_failures"):
+                failed = ActivationOutcome.FAILED
+                self._dispatch(ActivationFinished(cmd.op, failed, "injected restore failure"))
+                return
+            cp_s = self._last_cp.get(cmd.actor, 0.0)
+            self._activations.append(ActivationRow.of(
+                cmd.actor, cmd.worker, cmd.node, start, cold=cmd.cold, cache_hit=cache_hit,
+                snapshot_bytes=cmd.snapshot_bytes, control_plane_s=cp_s,
+                download_s=download_s, restore_s=restore_s,
+            ))  # fmt: skip
+            self._dispatch(ActivationFinished(cmd.op))
+
+        def restored(_ev: object) -> None:
+            if deferred > 0:  # a lazy restore: the rest of the pages load in the background
+                node.cpu.run(deferred)
+            ready = self._ready()
+            if ready > 0:
+                call_later(env, ready, ended)
+            else:
+                ended()
+
+        node.cpu.run(work).callbacks.append(restored)
+
+    def _do_checkpoint(self, cmd: Checkpoint) -> None:
+        call_first(self.env, lambda _ev: self._checkpoint(cmd))
+
+    def _checkpoint(self, cmd: Checkpoint) -> None:
+        """The Suspend call, the checkpoint on the node's CPU, then (suspend) the upload or
+        (pause) the snapshot kept on the node."""
         env, node = self.env, self._nodes[cmd.node]
         start = env.now
-        yield self.cp.call(cmd.actor)  # the Suspend call: lock, mark SUSPENDING
-        checkpoint_from = env.now
-        yield node.cpu.run(
-            self.latency.checkpoint_work(self._checkpoint_fixed(), cmd.snapshot_bytes)
-        )
-        if not self.controller.is_current(cmd.op):  # its worker was lost meanwhile
-            self._dispatch(CheckpointFinished(cmd.op))  # late: ignored and counted
-            return
-        if self._injected_failure(self.faults.checkpoint_failure_rate, "checkpoint_failures"):
-            lost = CheckpointOutcome.LOST
-            self._dispatch(CheckpointFinished(cmd.op, lost, "injected checkpoint failure"))
-            return
-        upload_from = env.now
-        self._unpause(cmd.actor)  # a newer snapshot supersedes a paused one
-        if cmd.tier is Tier.LOCAL:  # paused: kept on this node only, pinned
-            node.paused[cmd.actor] = (cmd.version, cmd.snapshot_bytes)
-            self._paused_on[cmd.actor] = node.id
-        else:
-            self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
-            yield from self._transfer(node, cmd.snapshot_bytes)
-            self.snapshots.put(cmd.actor, cmd.version, cmd.snapshot_bytes)
-        self._checkpoints.append(CheckpointRow.of(
-            cmd.actor, cmd.worker, cmd.node, start, snapshot_bytes=cmd.snapshot_bytes,
-            control_plane_s=checkpoint_from - start, checkpoint_s=upload_from - checkpoint_from,
-            upload_s=env.now - upload_from, tier=str(cmd.tier),
-        ))  # fmt: skip
-        self._dispatch(CheckpointFinished(cmd.op, snapshot_bytes=cmd.snapshot_bytes))
+
+        def suspended(_ev: object) -> None:
+            checkpoint_from = env.now
+
+            def done(upload_from: float) -> None:
+                self._checkpoints.append(CheckpointRow.of(
+                    cmd.actor, cmd.worker, cmd.node, start, snapshot_bytes=cmd.snapshot_bytes,
+                    control_plane_s=checkpoint_from - start,
+                    checkpoint_s=upload_from - checkpoint_from, upload_s=env.now - upload_from,
+                    tier=str(cmd.tier),
+                ))  # fmt: skip
+                self._dispatch(CheckpointFinished(cmd.op, snapshot_bytes=cmd.snapshot_bytes))
+
+            def checkpointed(_ev: object) -> None:
+                if not self.controller.is_current(cmd.op):  # its worker was lost meanwhile
+                    self._dispatch(CheckpointFinished(cmd.op))  # late: ignored and counted
+                    return
+                if self._injected_failure(
+                    self.faults.checkpoint_failure_rate, "checkpoint_failures"
+                ):
+                    lost = CheckpointOutcome.LOST
+                    self._dispatch(CheckpointFinished(cmd.op, lost, "injected checkpoint failure"))
+                    return
+                upload_from = env.now
+                self._unpause(cmd.actor)  # a newer snapshot supersedes a paused one
+                if cmd.tier is Tier.LOCAL:  # paused: kept on this node only, pinned
+                    node.paused[cmd.actor] = (cmd.version, cmd.snapshot_bytes)
+                    self._paused_on[cmd.actor] = node.id
+                    done(upload_from)
+                    return
+                self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
+
+                def uploaded() -> None:
+                    self.snapshots.put(cmd.actor, cmd.version, cmd.snapshot_bytes)
+                    done(upload_from)
+
+                self._transfer(node, cmd.snapshot_bytes, uploaded)
+
+            work = self.latency.checkpoint_work(self._checkpoint_fixed(), cmd.snapshot_bytes)
+            node.cpu.run(work).callbacks.append(checkpointed)
+
+        self.cp.call(cmd.actor).callbacks.append(suspended)  # the Suspend call: lock, mark
 
     def _unpause(self, actor: str) -> None:
         node = self._paused_on.pop(actor, None)
         if node is not None:
             del self._nodes[node].paused[actor]
 
-    def _do_upload(self, cmd: Upload) -> Generator[simpy.Event, Any, None]:
+    def _do_upload(self, cmd: Upload) -> None:
+        call_first(self.env, lambda _ev: self._upload(cmd))
+
+    def _upload(self, cmd: Upload) -> None:
         """Upload a paused snapshot from its node; it stays cached there (evictable now)."""
         node = self._nodes[cmd.node]
-        yield from self._transfer(node, cmd.snapshot_bytes)
-        self._later_uploads += cmd.snapshot_bytes
-        self.snapshots.put(cmd.actor, cmd.version, cmd.snapshot_bytes)
-        if node.paused.get(cmd.actor, (0, 0))[0] == cmd.version:
-            self._unpause(cmd.actor)
-            self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
-        self._dispatch(UploadFinished(cmd.op))
+
+        def uploaded() -> None:
+            self._later_uploads += cmd.snapshot_bytes
+            self.snapshots.put(cmd.actor, cmd.version, cmd.snapshot_bytes)
+            if node.paused.get(cmd.actor, (0, 0))[0] == cmd.version:
+                self._unpause(cmd.actor)
+                self._cache_put(node, cmd.actor, cmd.version, cmd.snapshot_bytes)
+            self._dispatch(UploadFinished(cmd.op))
+
+        self._transfer(node, cmd.snapshot_bytes, uploaded)
 
     # ------------------------------------------------------------ wake-ups
 
@@ -740,14 +788,22 @@ class Simulation:
         index = self._index_of[cmd.actor]
         self._arrive(index, self.wakeups.service_s, wake_wait_s=cmd.wait_s)
 
-    def _transfer(self, node: _Node, size: int) -> Generator[simpy.Event, Any, None]:
+    def _transfer(self, node: _Node, size: int, then: Callable[[], None]) -> None:
+        """Move ``size`` bytes over the node's link (and through the store, when it is
+        bounded: as long as the slower of the two shares), then call ``then``."""
+
+        def send(_ev: object = None) -> None:
+            if self._store is None:
+                node.link.run(size).callbacks.append(lambda _ev: then())
+            else:
+                both = self.env.all_of([node.link.run(size), self._store.run(size)])
+                both.callbacks.append(lambda _ev: then())
+
         first_byte = self._first_byte()
         if first_byte > 0:
-            yield self.env.timeout(first_byte)
-        if self._store is None:
-            yield node.link.run(size)
-        else:  # as long as the slower of its two shares
-            yield self.env.all_of([node.link.run(size), self._store.run(size)])
+            call_later(self.env, first_byte, send)
+        else:
+            send()
 
     def _cache_put(self, node: _Node, actor: str, version: int, size: int) -> None:
         stored, evicted = node.cache.put(actor, version, size)
