@@ -304,10 +304,10 @@ def _wakeup_wait(requests: Table, ok: np.ndarray) -> dict[str, float | None]:
     p99, max; all None without wake-ups."""
     if "wake" not in requests or not ok.any():
         return {"p50": None, "p95": None, "p99": None, "max": None}
-    chosen = np.asarray(requests["wake"], dtype=bool) & ok
-    waits = np.maximum(  # >= 0: the difference of two floats can be -1e-16
-        np.asarray(requests["total_s"]) - np.asarray(requests["service_s"]), 0.0
-    )[chosen]
+    chosen = np.flatnonzero(np.asarray(requests["wake"], dtype=bool) & ok)  # few rows: take
+    # them before subtracting (a million-actor hour has 13 M requests)
+    total, service = np.asarray(requests["total_s"]), np.asarray(requests["service_s"])
+    waits = np.maximum(total[chosen] - service[chosen], 0.0)  # -1e-16 is 0
     if waits.size == 0:
         return {"p50": None, "p95": None, "p99": None, "max": None}
     p50, p95, p99 = np.percentile(waits, [50, 95, 99])

@@ -1,10 +1,11 @@
 """The simulator: drives the pure controller in SimPy virtual time.
 
-One process plays the workload's arrivals; the controller decides; this module
-carries out its commands with modeled latencies:
+The workload's arrivals come in on SimPy's event queue; the controller decides; this
+module carries out its commands with modeled latencies:
 
 * a request reaches the router, calls the control plane (always, like Substrate,
-  or only when its actor is not running), then is handed to the controller;
+  or only when its actor is not running; the shard that owns the actor when the
+  control plane is sharded), then is handed to the controller;
 * ``Restore``: download the snapshot unless the node caches it, restore it on the
   node's shared CPU, wait for readiness, report ``ActivationFinished``;
 * ``Checkpoint``: a control-plane call, checkpoint on the node's CPU, cache it
@@ -13,16 +14,19 @@ carries out its commands with modeled latencies:
 * ``Upload``: a paused snapshot crosses the node's link to the object store;
 * ``DeliverWake``: a wake-up request for the actor (``wakeups`` schedules them);
 * ``Forward``: the actor serves the request for its service time;
-* ``SetTimer``: a SimPy timeout;
+* ``SetTimer``: a call at that time (:func:`sim.clock.call_later`);
 * ``StopSandbox``: done at once (``SandboxStopped``).
 
 With a :class:`sim.faults.FaultModel`, restores fail, checkpoints lose their sandbox
 and workers vanish at the configured rates, through the same events.
 
-Idle actors are records in the controller and slots in the workload's arrays; no
-SimPy process exists per actor, only per activation or checkpoint in progress.
-The run lasts ``duration_s`` of arrivals, then drains until every request has
-ended (the router timeout bounds that).
+A transfer shares its node's link and, when ``latency.store_bytes_per_s`` is bounded,
+the object store's throughput. Idle actors are records in the controller and slots in
+the workload's arrays; no SimPy process exists per actor, and activations,
+checkpoints and uploads in progress are chains of callbacks (the order SimPy
+processes would give). Requests are recorded in typed columns that spill to disk
+(:mod:`sim.records`). The run lasts ``duration_s`` of arrivals, then drains until
+every request has ended (the router timeout bounds that).
 """
 
 from __future__ import annotations
@@ -825,9 +829,7 @@ class Simulation:
         cp_mean, cp_hottest = self.cp.utilization(duration)
 
         def shares(resources: list[FluidShare]) -> tuple[float, float]:
-            for resource in resources:
-                resource._advance()  # account the work done up to now
-            used = [r.work_done / (r.capacity * duration) for r in resources]
+            used = [resource.utilization(duration) for resource in resources]
             return sum(used) / len(used), max(used)
 
         cpu_mean, cpu_max = shares([node.cpu for node in self._nodes.values()])

@@ -11,8 +11,10 @@ Kept as Python tuples they alone would need several GiB; here they are typed col
 * :class:`RowLog`: rows appended complete (activations, checkpoints), stored as
   columns; strings (actors, workers, nodes, tiers) as codes into a table of names.
 
-Both give the same tables (:func:`control.metrics.table`'s column names, values and
-dtypes) as the tuples did, so summaries do not change.
+Both give the tables :func:`control.metrics.table` gives (column names, values and
+numeric dtypes), so summaries do not change; string columns are object arrays whose
+rows share one str per name (8 bytes a row; a fixed-width unicode array would take 4
+bytes per character of the longest name, on every row).
 """
 
 from __future__ import annotations
@@ -188,8 +190,8 @@ class RowLog:
         for i, name in enumerate(self.fields):
             column, kind = self._columns[i], self._kinds[i]
             values = np.frombuffer(column, dtype=column.typecode)
-            if kind == "s":
-                out[name] = np.asarray(self._names[i])[values]
+            if kind == "s":  # objects: each name is stored once, rows point to it
+                out[name] = np.asarray(self._names[i], dtype=object)[values]
             elif kind == "b":
                 out[name] = values.astype(bool)
             else:

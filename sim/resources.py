@@ -67,6 +67,11 @@ class FluidShare:
         """Total rate in use right now."""
         return self.rate_per_job * len(self._jobs)
 
+    def utilization(self, duration_s: float) -> float:
+        """The share of the capacity used from time 0 until now, over ``duration_s``."""
+        self._advance()  # count the work done up to now
+        return self.work_done / (self.capacity * duration_s) if duration_s > 0 else 0.0
+
     def run(self, work: float) -> simpy.Event:
         """Start a job of ``work`` units; the event succeeds when it is done."""
         done = self.env.event()
