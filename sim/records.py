@@ -5,9 +5,10 @@ Kept as Python tuples they alone would need several GiB; here they are typed col
 
 * :class:`RequestLog`: one row per request, updated in place until the request ends.
   Once ``spill_rows`` rows are held, the oldest rows that have all ended are appended
-  to one file per column in a temporary directory and dropped from memory; at the end
-  the table's columns are read-only memory maps of those files (unlinked at once, so
-  nothing is left behind), and pages are read only when a column is used.
+  to one file per column and dropped from memory; at the end the table's columns are
+  read-only memory maps of those files, and pages are read only when a column is
+  used. The files are anonymous temporary files (unlinked when created), so a run that
+  is killed leaves nothing behind.
 * :class:`RowLog`: rows appended complete (activations, checkpoints), stored as
   columns; strings (actors, workers, nodes, tiers) as codes into a table of names.
 
@@ -19,11 +20,9 @@ bytes per character of the longest name, on every row).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from array import array
-from pathlib import Path
-from typing import Any, NamedTuple, get_type_hints
+from typing import IO, Any, NamedTuple, get_type_hints
 
 import numpy as np
 
@@ -65,7 +64,7 @@ class RequestLog:
         self.spilled_rows = 0
         self._spill_rows = spill_rows
         self._spill_at = spill_rows
-        self._dir: Path | None = None
+        self._files: dict[str, IO[bytes]] | None = None  # column -> its spill file
 
     def __len__(self) -> int:
         return self.base + len(self.arrival)
@@ -93,12 +92,13 @@ class RequestLog:
         first_open = self.outcome.tobytes().find(OPEN.to_bytes(1, "little", signed=True))
         ended = len(self.outcome) if first_open < 0 else first_open
         if ended:
-            if self._dir is None:
-                self._dir = Path(tempfile.mkdtemp(prefix="actormux-requests-"))
+            if self._files is None:
+                # open across calls, closed by close(): not a with-block
+                self._files = {name: tempfile.TemporaryFile(prefix="actormux-requests-")  # noqa: SIM115
+                               for name in _REQUEST_COLUMNS}  # fmt: skip
             for name in _REQUEST_COLUMNS:
                 column: array[Any] = getattr(self, name)
-                with (self._dir / name).open("ab") as f:
-                    column[:ended].tofile(f)
+                column[:ended].tofile(self._files[name])
                 del column[:ended]
             self.base += ended
             self.spilled_rows += ended
@@ -106,19 +106,19 @@ class RequestLog:
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every column, whole, by name (memory maps once some rows were spilled)."""
-        if self._dir is None:
+        if self._files is None:
             return {name: np.frombuffer(getattr(self, name), dtype=getattr(self, name).typecode)
                     for name in _REQUEST_COLUMNS}  # fmt: skip
         out: dict[str, np.ndarray] = {}
         try:
             for name in _REQUEST_COLUMNS:
                 column: array[Any] = getattr(self, name)
-                with (self._dir / name).open("ab") as f:
-                    column.tofile(f)
-                out[name] = np.memmap(self._dir / name, dtype=column.typecode, mode="r")
-        finally:  # the maps keep the data; the names go now
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+                spill = self._files[name]
+                column.tofile(spill)
+                spill.flush()
+                out[name] = np.memmap(spill, dtype=column.typecode, mode="r")
+        finally:  # the maps keep the data
+            self.close()
         for name, code in _REQUEST_COLUMNS.items():  # later rows go on in memory
             setattr(self, name, array(code))
         return out
@@ -142,10 +142,10 @@ class RequestLog:
         }
 
     def close(self) -> None:
-        """Remove the spill directory of a run that did not finish."""
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        """Close the spill files (their space goes once no map uses them)."""
+        for spill in (self._files or {}).values():
+            spill.close()
+        self._files = None
 
 
 _KINDS = {str: "s", bool: "b", int: "q", float: "d"}

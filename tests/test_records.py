@@ -3,8 +3,11 @@ requests to disk gives the same tables as one that holds everything."""
 
 from __future__ import annotations
 
+import gc
 import glob
+import os
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,21 +22,48 @@ def _spill_dirs() -> set[str]:
     return set(glob.glob(f"{tempfile.gettempdir()}/actormux-requests-*"))
 
 
+def _open_spill_files() -> set[str]:
+    """This process's open temporary files that have no name (deleted or never named)."""
+    found = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(tempfile.gettempdir()) and target.endswith("(deleted)"):
+            found.add(f"{fd.name}:{target}")
+    return found
+
+
 def test_a_run_that_spills_requests_gives_the_same_tables_and_leaves_no_files(compose_cfg):
     spec = build(compose_cfg("experiment=oversub_250_on_8", "duration_s=120"))
     held = make_simulation(spec).run()
-    before = _spill_dirs()
+    before, unnamed_before = _spill_dirs(), _open_spill_files()
     sim = make_simulation(spec)
     sim._log = RequestLog(spill_rows=64)  # spill every few dozen requests
     spilled = sim.run()
     assert sim._log.spilled_rows > len(held.requests["request"]) // 2
-    assert _spill_dirs() == before  # the maps hold the data, the files are gone
+    assert _spill_dirs() == before  # anonymous files: nothing to find, killed or not
     for name in ("requests", "activations", "checkpoints"):
         one, other = getattr(held, name), getattr(spilled, name)
         assert list(one) == list(other)
         for column in one:
             assert one[column].dtype == other[column].dtype, column
             np.testing.assert_array_equal(one[column], other[column], err_msg=column)
+    del spilled, sim, one, other
+    gc.collect()
+    assert _open_spill_files() <= unnamed_before  # the maps held the space, now it is gone
+
+
+def test_spilled_rows_are_in_anonymous_files_that_a_killed_run_leaves_nowhere():
+    unnamed_before = _open_spill_files()
+    log = RequestLog(spill_rows=2)
+    for t in range(5):
+        log.outcome[log.add(float(t), t, 1.0) - log.base] = 0
+    assert len(_open_spill_files() - unnamed_before) == 11  # a file a column, no names
+    assert _spill_dirs() == set()  # nothing named on disk while the run goes on
+    np.testing.assert_array_equal(log.columns()["arrival"], [0.0, 1.0, 2.0, 3.0, 4.0])
+    assert _open_spill_files() <= unnamed_before
 
 
 def test_a_request_that_ended_and_was_spilled_cannot_be_changed_again():
